@@ -1,0 +1,227 @@
+"""The daemon: one process that owns the outbox, the uplink and every device component.
+
+Components (meters, cameras, speaker, relays, HJ 212...) register with the agent: each
+contributes health to the retained status and, optionally, figures to the minute
+telemetry. A component that fails is restarted with back-off and reported; the process
+itself exits only on a fatal error, and systemd restarts it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+from edge_agent import __version__
+from edge_agent.clock import clock_synchronized, utc_now
+from edge_agent.config import AgentConfig
+from edge_agent.outbox import Message, Outbox, encode_json
+from edge_agent.sd_notify import notify, watchdog_interval_s
+from edge_agent.timefmt import iso
+from edge_agent.uplink.mqtt import MqttUplink
+from edge_agent.uplink.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    """What the agent needs of a device or service it runs."""
+
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def health(self) -> Mapping[str, Any]: ...
+
+
+TelemetrySource = Callable[[datetime], Mapping[str, Any]]
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, *, now: Callable[[], datetime] = utc_now):
+        self.config = config
+        self.now = now
+        self.started = time.time()
+        self.tz = config.site.timezone
+        data_dir = Path(config.storage.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = data_dir
+        self.outbox = Outbox(data_dir / "outbox.sqlite", config.storage.outbox_max_mb * 1024 * 1024,
+                             fsync=config.storage.fsync)
+        self.topics = Topics(config.mqtt.topic_prefix, config.site.id, config.device.id)
+        self.uplink = MqttUplink(
+            config.mqtt, self.topics, self.outbox,
+            will_payload=encode_json(self._identity() | {"state": "offline", "reason": "connection lost"},
+                                     "will"),
+            on_connected=self._on_uplink_connected,
+        )
+        self.components: list[Component] = []
+        self.telemetry_sources: dict[str, TelemetrySource] = {}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._clock_sync: bool | None = clock_synchronized()
+
+    # --- wiring ----------------------------------------------------------------------------
+
+    def add_component(self, component: Component) -> None:
+        self.components.append(component)
+
+    def add_telemetry(self, name: str, source: TelemetrySource) -> None:
+        self.telemetry_sources[name] = source
+
+    # --- messages --------------------------------------------------------------------------
+
+    def _identity(self) -> dict[str, Any]:
+        return {"site": self.config.site.id, "device": self.config.device.id, "version": __version__}
+
+    def publish(self, leaf: str, payload: bytes | Mapping[str, Any], *, kind: str, retain: bool = False,
+                qos: int = 1) -> Message:
+        """Store a message for the bureau (durably) and nudge the uplink."""
+        if isinstance(payload, Mapping):
+            payload = {"time": iso(self.now(), self.tz), **self._identity(),
+                       "clock_synchronized": self._clock_sync, **payload}
+        msg = self.outbox.put(leaf, payload, kind=kind, retain=retain, qos=qos)
+        self.uplink.wake()
+        return msg
+
+    def status_payload(self, state: str = "online") -> dict[str, Any]:
+        health = {"uplink": self.uplink.health.as_dict()}
+        for comp in self.components:
+            try:
+                health[comp.name] = dict(comp.health())
+            except Exception as exc:
+                health[comp.name] = {"state": "down", "last_error": f"health check failed: {exc}"}
+        return {
+            "state": state,
+            "started": iso(self.started, self.tz),
+            "uptime_s": round(time.time() - self.started, 1),
+            "clock": {"synchronized": self._clock_sync},
+            "outbox": self.outbox.stats(),
+            "components": health,
+        }
+
+    def _on_uplink_connected(self) -> None:
+        # The broker may have published our Last Will while we were away: say "online" again.
+        self.publish_status()
+
+    def publish_status(self, state: str = "online") -> Message:
+        self._clock_sync = clock_synchronized()
+        return self.publish(Topics.STATUS, self.status_payload(state), kind="status", retain=True)
+
+    def publish_telemetry(self, end: datetime) -> Message:
+        body: dict[str, Any] = {"interval_s": self.config.telemetry.interval_s, "end": iso(end, self.tz)}
+        measures: list[Any] = []
+        for name, source in self.telemetry_sources.items():
+            try:
+                part = dict(source(end))
+            except Exception as exc:
+                log.exception("telemetry source %s failed", name)
+                part = {"error": str(exc)}
+            measures.extend(part.pop("measures", []))
+            body.update(part)
+        body["measures"] = measures
+        return self.publish(Topics.TELEMETRY, body, kind="telemetry")
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info("edge-agent %s starting: site %s, device %s, data in %s, outbox holds %d message(s)",
+                 __version__, self.config.site.id, self.config.device.id, self.data_dir, self.outbox.depth())
+        if self._clock_sync is False:
+            log.warning("system clock is not synchronised: every message and bundle will say so")
+        for comp in self.components:
+            self._start_component(comp)
+        self.uplink.start()
+        self._spawn("ticker", self._ticker)
+        notify("READY=1")
+
+    def _start_component(self, comp: Component) -> None:
+        try:
+            comp.start()
+        except Exception as exc:
+            log.exception("component %s failed to start: %s", comp.name, exc)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _ticker(self) -> None:
+        """Telemetry on the wall-clock boundary of each interval; status refreshes; watchdog."""
+        interval = self.config.telemetry.interval_s
+        status_every = self.config.telemetry.status_interval_s
+        watchdog = watchdog_interval_s()
+        next_tel = _next_boundary(self.now(), interval)
+        next_status = time.monotonic() + status_every
+        next_watchdog = time.monotonic()
+        while not self._stop.is_set():
+            now = self.now()
+            if now >= next_tel:
+                try:
+                    self.publish_telemetry(next_tel)
+                except Exception:
+                    log.exception("telemetry failed")
+                next_tel = _next_boundary(now, interval)
+            if time.monotonic() >= next_status:
+                try:
+                    self.publish_status()
+                except Exception:
+                    log.exception("status failed")
+                next_status = time.monotonic() + status_every
+            if watchdog is not None and time.monotonic() >= next_watchdog:
+                notify("WATCHDOG=1")
+                next_watchdog = time.monotonic() + watchdog
+            wait = max(0.05, min((next_tel - self.now()).total_seconds(), 1.0))
+            self._stop.wait(wait)
+
+    def stop(self, timeout: float = 4.0) -> None:
+        """Stop devices, tell the bureau we go offline on purpose, and flush what we can."""
+        notify("STOPPING=1")
+        self._stop.set()
+        for comp in reversed(self.components):
+            try:
+                comp.stop()
+            except Exception:
+                log.exception("component %s failed to stop", comp.name)
+        offline = None
+        try:
+            offline = self.publish_status("offline")
+        except Exception:
+            log.exception("could not store the offline status")
+        row = offline.row_id if offline else None
+        self.uplink.stop(timeout=timeout, drain=lambda: row is None or not self.outbox.contains(row))
+        for thread in self._threads:
+            thread.join(1.0)
+        self.outbox.close()
+        log.info("edge-agent stopped")
+
+    def run_forever(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        stop = threading.Event()
+
+        def _on_signal(signum: int, frame: Any) -> None:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        self.start()
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            self.stop()
+        return 0
+
+
+def _next_boundary(now: datetime, interval_s: int) -> datetime:
+    """The next multiple of interval_s since the epoch, so minutes end on :00."""
+    epoch = now.astimezone(timezone.utc).timestamp()
+    return datetime.fromtimestamp((epoch // interval_s + 1) * interval_s, timezone.utc) + timedelta(0)

@@ -1,0 +1,1 @@
+"""Sub-commands of `edge-agent`, one module each (see edge_agent/cli.py)."""

@@ -1,0 +1,32 @@
+"""`edge-agent run --config PATH`: the daemon (systemd runs this)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from edge_agent.commands._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
+from edge_agent.logsetup import setup_logging
+
+NAME = "run"
+HELP = "run the agent"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG, help="config file")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_or_report(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    setup_logging(config.logging)
+    from edge_agent.daemon import build_agent
+
+    try:
+        agent = build_agent(config)
+    except Exception as exc:
+        logging.getLogger("edge_agent").critical("cannot start: %s", exc, exc_info=True)
+        return 1
+    return agent.run_forever()

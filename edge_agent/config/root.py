@@ -1,0 +1,23 @@
+"""The whole config file. Later capabilities add one section (one module) each."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from edge_agent.config.base import Section
+from edge_agent.config.logging import LoggingConfig
+from edge_agent.config.mqtt import MqttConfig
+from edge_agent.config.site import DeviceConfig, SiteConfig
+from edge_agent.config.storage import StorageConfig
+from edge_agent.config.telemetry import TelemetryConfig
+
+
+class AgentConfig(Section):
+    """Root of /etc/edge-agent/config.yaml."""
+
+    site: SiteConfig = Field(..., description="The construction site.")
+    device: DeviceConfig = Field(..., description="This box.")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="The bureau's MQTT broker.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="Local storage.")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Periodic messages.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")

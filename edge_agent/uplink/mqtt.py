@@ -1,0 +1,362 @@
+"""MQTT uplink: drains the outbox to the bureau's broker, oldest first, QoS 1.
+
+One thread owns the paho client (connect, network loop, publish), so no paho call ever
+races another. Producers never talk to paho: they write to the outbox and wake this
+thread. A row leaves the outbox only after the broker's PUBACK for it.
+
+If the link drops while messages are in flight, paho re-sends them itself on the next
+connection with the same packet ids, so our map of packet id -> outbox row stays valid. A
+process restart re-sends whatever is still in the outbox: delivery is at-least-once and
+consumers de-duplicate by `msg_id`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge_agent.config.mqtt import MqttConfig
+from edge_agent.outbox import Message, Outbox
+from edge_agent.uplink.topics import Topics
+
+log = logging.getLogger(__name__)
+
+# CONNACK reason codes (MQTT 5 names, and the 3.1.1 return codes paho maps onto them)
+# that mean "fix the config", as opposed to "try again later".
+_AUTH_FAILURES = {"Bad user name or password", "Not authorized", "Client identifier not valid"}
+
+
+@dataclass
+class UplinkHealth:
+    connected: bool = False
+    protocol: str = ""
+    since: float = field(default_factory=time.time)
+    connects: int = 0
+    last_error: str = ""
+    published: int = 0
+    acked: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": "ok" if self.connected else "down",
+            "connected": self.connected,
+            "protocol": self.protocol,
+            "since": self.since,
+            "connects": self.connects,
+            "last_error": self.last_error,
+            "published": self.published,
+            "acked": self.acked,
+        }
+
+
+Handler = Callable[[str, bytes], None]
+
+
+class MqttUplink:
+    """Owns the broker connection; publishes only what the outbox holds."""
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        topics: Topics,
+        outbox: Outbox,
+        *,
+        will_payload: bytes,
+        on_connected: Callable[[], None] | None = None,
+    ):
+        self.config = config
+        self.topics = topics
+        self.outbox = outbox
+        self.health = UplinkHealth()
+        self._will_payload = will_payload
+        self._on_connected = on_connected
+        self._subscriptions: dict[str, Handler] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox row_id
+        self._held: set[int] = set()  # rows the broker refused; retried on the next connection
+        self._acked_mids: list[int] = []
+        self._acked_lock = threading.Lock()
+        self._protocol = mqtt.MQTTv5 if config.protocol in ("auto", "5") else mqtt.MQTTv311
+        self._client: mqtt.Client | None = None
+        self._connack: ReasonCode | int | None = None
+        self._disconnected = threading.Event()
+
+    # --- public ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="uplink-mqtt", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """A producer stored something: look at the outbox now rather than at the next tick."""
+        self._wake.set()
+
+    def subscribe(self, relative_topic: str, handler: Handler) -> None:
+        """Receive `PREFIX/SITE/DEVICE/<relative_topic>`; handlers run on the uplink thread."""
+        self._subscriptions[self.topics.full(relative_topic)] = handler
+
+    def drained(self) -> bool:
+        return self.outbox.depth() == 0 and not self._inflight
+
+    def stop(self, timeout: float = 5.0, drain: Callable[[], bool] | None = None) -> None:
+        """Stop; first give `drain()` (e.g. "the offline status was acked") up to `timeout` s."""
+        deadline = time.monotonic() + timeout
+        if drain is not None:
+            self.wake()
+            while time.monotonic() < deadline and not drain() and self.health.connected:
+                time.sleep(0.02)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(0.5, deadline - time.monotonic()))
+
+    # --- the uplink thread -------------------------------------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        cfg = self.config
+        client_id = cfg.client_id or f"{self.topics.site}-{self.topics.device}"
+        if self._protocol == mqtt.MQTTv5:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        else:
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                                 clean_session=True)
+        client.max_inflight_messages_set(cfg.max_inflight)
+        client.max_queued_messages_set(0)
+        client.will_set(self.topics.full("status"), self._will_payload, qos=1, retain=True)
+        if cfg.username is not None:
+            password = None
+            if cfg.password is not None:
+                try:
+                    password = cfg.password.resolve()
+                except ValueError as exc:
+                    self._note_error(f"mqtt.password: {exc}")
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls is not None:
+            tls = cfg.tls
+            client.tls_set(
+                ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                certfile=str(tls.cert_file) if tls.cert_file else None,
+                keyfile=str(tls.key_file) if tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            if tls.insecure_skip_verify:
+                client.tls_insecure_set(True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_message = self._on_message
+        return client
+
+    def _run(self) -> None:
+        delay = self.config.reconnect_min_s
+        while not self._stop.is_set():
+            try:
+                if not self.health.connected:
+                    if self._connect():
+                        delay = self.config.reconnect_min_s
+                    else:
+                        # Exponential back-off with full jitter, so a city's worth of boxes
+                        # does not reconnect in lock-step after a broker restart.
+                        wait = random.uniform(delay / 2, delay)
+                        log.info("mqtt: next connection attempt in %.1f s", wait)
+                        self._stop.wait(wait)
+                        delay = min(delay * 2, self.config.reconnect_max_s)
+                        continue
+                self._pump()
+            except Exception as exc:  # never let the uplink thread die silently
+                log.exception("mqtt uplink error: %s", exc)
+                self._note_error(str(exc))
+                self._drop_connection()
+                self._stop.wait(1.0)
+        self._shutdown()
+
+    def _connect(self) -> bool:
+        cfg = self.config
+        if self._client is None:
+            self._client = self._make_client()
+            self._inflight.clear()
+        client = self._client
+        self._connack = None
+        self._disconnected.clear()
+        try:
+            if self._protocol == mqtt.MQTTv5:
+                client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
+            else:
+                client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._note_error(f"cannot reach broker {cfg.host}:{cfg.port}: {exc}")
+            return False
+        deadline = time.monotonic() + max(5.0, cfg.keepalive_s / 2)
+        while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
+            rc = client.loop(timeout=0.1)
+            if rc != mqtt.MQTT_ERR_SUCCESS and self._connack is None:
+                break
+        code = self._connack
+        if code is None:
+            self._note_error(f"broker {cfg.host}:{cfg.port} closed the connection before answering CONNECT")
+            if self._protocol == mqtt.MQTTv5 and cfg.protocol == "auto":
+                self._fall_back_to_311()
+            self._drop_connection()
+            return False
+        failed = code.is_failure if isinstance(code, ReasonCode) else code != 0
+        if failed:
+            name = str(code)
+            if name in ("Unsupported protocol version",) and cfg.protocol == "auto":
+                self._fall_back_to_311()
+            elif name in _AUTH_FAILURES:
+                self._note_error(
+                    f"broker refused login for user {cfg.username!r}: {name}; "
+                    "check mqtt.username and mqtt.password", level=logging.ERROR)
+            else:
+                self._note_error(f"broker refused the connection: {name}")
+            self._drop_connection()
+            return False
+        return True
+
+    def _fall_back_to_311(self) -> None:
+        log.warning("mqtt: broker does not speak MQTT 5; falling back to 3.1.1")
+        self._protocol = mqtt.MQTTv311
+        self._client = None
+
+    def _pump(self) -> None:
+        client = self._client
+        assert client is not None
+        self._settle_acks()
+        self._fill_window()
+        rc = client.loop(timeout=0.05)
+        self._settle_acks()
+        if rc != mqtt.MQTT_ERR_SUCCESS or self._disconnected.is_set():
+            if self.health.connected:
+                self._note_error(f"connection lost: {mqtt.error_string(rc)}")
+            self._drop_connection()
+            return
+        if not self._inflight and self.outbox.depth() == 0:
+            # Idle: sleep until a producer wakes us, but keep the network loop ticking.
+            self._wake.wait(0.2)
+            self._wake.clear()
+
+    def _fill_window(self) -> None:
+        client = self._client
+        room = self.config.max_inflight - len(self._inflight)
+        if room <= 0 or client is None:
+            return
+        for msg in self.outbox.pending(room, exclude=set(self._inflight.values()) | self._held):
+            info = client.publish(self.topics.full(msg.topic), msg.payload, qos=msg.qos, retain=msg.retain,
+                                  properties=self._properties(msg))
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                self._note_error(f"publish failed: {mqtt.error_string(info.rc)}")
+                break
+            if msg.qos == 0:
+                # Nothing will acknowledge it; it is as delivered as it will ever be.
+                self.outbox.ack([msg.row_id])
+            else:
+                self._inflight[info.mid] = msg.row_id
+            self.health.published += 1
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                break
+
+    def _properties(self, msg: Message) -> Properties | None:
+        if self._protocol != mqtt.MQTTv5:
+            return None
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = [("msg_id", msg.msg_id), ("kind", msg.kind)]
+        if msg.payload[:1] in (b"{", b"["):
+            props.ContentType = "application/json"
+        return props
+
+    def _settle_acks(self) -> None:
+        with self._acked_lock:
+            mids, self._acked_mids = self._acked_mids, []
+        rows = [self._inflight.pop(mid) for mid in mids if mid in self._inflight]
+        if rows:
+            self.outbox.ack(rows)
+            self.health.acked += len(rows)
+
+    def _drop_connection(self) -> None:
+        """Abandon a connection that failed to come up or broke; paho keeps unacked messages."""
+        if self._client is not None and not self.health.connected and self._client.socket() is not None:
+            try:
+                self._client.disconnect()
+            except Exception:
+                pass
+        if self.health.connected:
+            self.health.connected = False
+            self.health.since = time.time()
+
+    def _shutdown(self) -> None:
+        client = self._client
+        if client is not None and self.health.connected:
+            try:
+                client.disconnect()
+                client.loop(timeout=0.2)
+            except Exception:
+                pass
+        self.health.connected = False
+
+    def _note_error(self, text: str, level: int = logging.WARNING) -> None:
+        if text != self.health.last_error or level >= logging.ERROR:
+            log.log(level, "mqtt: %s", text)
+        self.health.last_error = text
+
+    # --- paho callbacks (run inside client.loop on this same thread) ------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                    properties: Any) -> None:
+        self._connack = reason
+        if reason.is_failure:
+            return
+        self.health.connected = True
+        self.health.since = time.time()
+        self.health.connects += 1
+        self.health.protocol = "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
+        self.health.last_error = ""
+        self._held.clear()
+        log.info("mqtt: connected to %s:%d (MQTT %s)", self.config.host, self.config.port,
+                 self.health.protocol)
+        for topic in self._subscriptions:
+            client.subscribe(topic, qos=1)
+        if self._on_connected is not None:
+            self._on_connected()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
+                       properties: Any) -> None:
+        self._disconnected.set()
+        if self.health.connected and not self._stop.is_set():
+            self._note_error(f"disconnected: {reason}")
+        self.health.connected = False
+        self.health.since = time.time()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
+                    properties: Any) -> None:
+        if getattr(reason, "is_failure", False):
+            # The broker refused this message (e.g. not authorised for the topic). Keep it in
+            # the outbox; it will be retried on the next connection.
+            log.error("mqtt: broker refused message %d: %s", mid, reason)
+            row = self._inflight.pop(mid, None)
+            if row is not None:
+                self._held.add(row)
+            return
+        with self._acked_lock:
+            self._acked_mids.append(mid)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        for pattern, handler in self._subscriptions.items():
+            if mqtt.topic_matches_sub(pattern, message.topic):
+                try:
+                    handler(message.topic, bytes(message.payload))
+                except Exception:
+                    log.exception("handler for %s failed", message.topic)

@@ -1,0 +1,31 @@
+"""The MQTT topic layout (../shared/DESIGN.md): PREFIX/SITE/DEVICE/<leaf>."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Topics:
+    prefix: str
+    site: str
+    device: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix.rstrip('/')}/{self.site}/{self.device}"
+
+    def full(self, leaf: str) -> str:
+        return f"{self.base}/{leaf}"
+
+    # The leaves every box publishes or listens on.
+    STATUS = "status"
+    TELEMETRY = "telemetry"
+    EVENT = "event"
+    EVIDENCE = "evidence"
+    CMD = "cmd/+"
+    CMD_ACK = "cmd/ack"
+
+    @staticmethod
+    def evidence_file(evidence_id: str, filename: str) -> str:
+        return f"evidence/{evidence_id}/{filename}"

@@ -1,0 +1,1 @@
+"""Field tools for technicians: meter simulators, bus scans, meter set-up, key provisioning."""

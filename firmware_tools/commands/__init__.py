@@ -1,0 +1,1 @@
+"""Sub-commands of `edge-fw`, one module each (see firmware_tools/cli.py)."""

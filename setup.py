@@ -1,0 +1,44 @@
+"""Packaging for edge-agent: the daemon, its drivers, detectors and field tools."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="edge-agent",
+    version="0.1.0",
+    description="On-site agent for construction-site noise, dust and video supervision boxes",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["edge_agent*", "detectors*", "drivers*", "firmware_tools*"]),
+    # The example config and meter profiles travel inside the package as `edge_agent/data`
+    # would hide them from technicians; instead config/ is mapped as package data of its own.
+    package_dir={"": "."},
+    include_package_data=True,
+    package_data={
+        "edge_agent": ["py.typed"],
+        "detectors": ["models/*.tflite", "models/*.yaml"],
+    },
+    data_files=[("share/edge-agent/config", ["config/example.yaml"])],
+    install_requires=[
+        "numpy>=1.24",
+        "pydantic>=2.5,<3",
+        "PyYAML>=6.0",
+        "paho-mqtt>=2.0,<3",
+        "cryptography>=41",
+        "pyserial>=3.5",
+        "pymodbus>=3.8,<4",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", "types-PyYAML", "amqtt>=0.11"],
+        "demo": ["amqtt>=0.11"],
+    },
+    entry_points={
+        "console_scripts": [
+            "edge-agent=edge_agent.cli:main",
+            "edge-fw=firmware_tools.cli:main",
+        ]
+    },
+)
