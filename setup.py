@@ -21,7 +21,10 @@ setup(
         "edge_agent": ["py.typed"],
         "detectors": ["models/*.tflite", "models/*.yaml"],
     },
-    data_files=[("share/edge-agent/config", ["config/example.yaml"])],
+    data_files=[
+        ("share/edge-agent/config", ["config/example.yaml", "config/demo.yaml"]),
+        ("share/edge-agent/config/profiles", sorted(str(p) for p in Path("config/profiles").glob("*.yaml"))),
+    ],
     install_requires=[
         "numpy>=1.24",
         "pydantic>=2.5,<3",

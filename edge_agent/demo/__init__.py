@@ -1,0 +1,1 @@
+"""The demo site: every part of a real box, simulated, on one laptop."""

@@ -1,0 +1,70 @@
+"""The demo site: embedded broker (unless one is given), the agent, simulated devices, a console."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from drivers.resources import bundled_config_dir
+from edge_agent.app import Agent
+from edge_agent.config import AgentConfig
+from edge_agent.daemon import build_agent
+from edge_agent.demo.broker import EmbeddedBroker
+from edge_agent.demo.console import ConsoleView
+
+log = logging.getLogger(__name__)
+
+
+class DemoSite:
+    def __init__(self, out_dir: Path, mqtt: tuple[str, int] | None = None, quiet: bool = False):
+        self.out_dir = out_dir.resolve()
+        self.mqtt = mqtt
+        self.quiet = quiet
+        self.broker: EmbeddedBroker | None = None
+        self.agent: Agent | None = None
+        self.console: ConsoleView | None = None
+        self._stopped = threading.Event()
+
+    def build_config(self, host: str, port: int) -> AgentConfig:
+        data: dict[str, Any] = yaml.safe_load((bundled_config_dir() / "demo.yaml").read_text(encoding="utf-8"))
+        data["mqtt"].update({"host": host, "port": port})
+        if self.mqtt is not None:
+            data["mqtt"]["protocol"] = "auto"  # a real broker: MQTT 5 where it speaks it
+        data["storage"]["data_dir"] = str(self.out_dir / "data")
+        return AgentConfig.model_validate(data)
+
+    def start(self) -> AgentConfig:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.mqtt is None:
+            self.broker = EmbeddedBroker().start()
+            host, port = "127.0.0.1", self.broker.port
+            print(f"demo: embedded MQTT broker on {host}:{port}", flush=True)
+        else:
+            host, port = self.mqtt
+        config = self.build_config(host, port)
+        (self.out_dir / "config.yaml").write_text(
+            yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False),
+            encoding="utf-8")
+        if not self.quiet:
+            base = f"{config.mqtt.topic_prefix}/{config.site.id}/{config.device.id}"
+            self.console = ConsoleView(host, port, base)
+        self.agent = build_agent(config)
+        self.agent.start()
+        print(f"demo: site {config.site.id} running; data and evidence in {self.out_dir}; Ctrl-C stops",
+              flush=True)
+        return config
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.agent is not None:
+            self.agent.stop(timeout=3)
+        if self.console is not None:
+            self.console.stop()
+        if self.broker is not None:
+            self.broker.stop()
