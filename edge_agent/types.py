@@ -34,3 +34,35 @@ class Measure:
             "invalid": self.invalid,
             "valid": self.valid,
         }
+
+
+@dataclass(frozen=True)
+class Violation:
+    """A state change of one rule breach: `started`, `ongoing` (periodic), `ended`.
+
+    `key` identifies one occurrence across its life cycle (same key from start to end), so
+    the bureau can join the three messages; `figures` are the numbers that prove it.
+    """
+
+    kind: str  # noise_over_limit, noise_early_warning, night_lmax, night_work, dust_over_limit,
+    # bare_soil, unwashed_vehicle, black_smoke, camera_tamper, device_fault
+    state: str  # started, ongoing, ended
+    key: str
+    time: datetime  # UTC, when this state was reached
+    started: datetime  # UTC, when the occurrence began
+    source: str  # sensor or camera id
+    figures: dict[str, float | str | None]
+    message: str = ""  # one line for people, in the crew's language where it is spoken
+    evidence_ids: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "state": self.state,
+            "key": self.key,
+            "started": self.started.isoformat(),
+            "source": self.source,
+            "figures": self.figures,
+            "message": self.message,
+            "evidence": list(self.evidence_ids),
+        }
