@@ -139,8 +139,8 @@ class Agent:
         for comp in self.components:
             self._start_component(comp)
         self.uplink.start()
+        notify("READY=1")  # before the ticker, whose first act may be a watchdog ping
         self._spawn("ticker", self._ticker)
-        notify("READY=1")
 
     def _start_component(self, comp: Component) -> None:
         try:
@@ -176,10 +176,23 @@ class Agent:
                     log.exception("status failed")
                 next_status = time.monotonic() + status_every
             if watchdog is not None and time.monotonic() >= next_watchdog:
-                notify("WATCHDOG=1")
+                if self.alive():
+                    notify("WATCHDOG=1")
+                else:
+                    log.error("a component thread has died: withholding the systemd watchdog ping")
                 next_watchdog = time.monotonic() + watchdog
             wait = max(0.05, min((next_tel - self.now()).total_seconds(), 1.0))
             self._stop.wait(wait)
+
+    def alive(self) -> bool:
+        """Whether every thread that must run is running (components may add `alive()`)."""
+        if self.uplink._thread is None or not self.uplink._thread.is_alive():
+            return False
+        for comp in self.components:
+            check = getattr(comp, "alive", None)
+            if check is not None and not check():
+                return False
+        return True
 
     def stop(self, timeout: float = 4.0) -> None:
         """Stop devices, tell the bureau we go offline on purpose, and flush what we can."""

@@ -7,6 +7,8 @@ from pydantic import Field
 from edge_agent.config.base import Section
 from edge_agent.config.logging import LoggingConfig
 from edge_agent.config.mqtt import MqttConfig
+from edge_agent.config.rules import RulesConfig
+from edge_agent.config.schedule import ScheduleConfig
 from edge_agent.config.site import DeviceConfig, SiteConfig
 from edge_agent.config.storage import StorageConfig
 from edge_agent.config.telemetry import TelemetryConfig
@@ -21,3 +23,5 @@ class AgentConfig(Section):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Local storage.")
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig, description="Periodic messages.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Night hours, quiet hours, permits.")
+    rules: RulesConfig = Field(default_factory=RulesConfig, description="When figures become violations.")
