@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge_agent import __version__
+from edge_agent.archive import Archive
 from edge_agent.clock import clock_synchronized, utc_now
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import Message, Outbox, encode_json
+from edge_agent.retention import Janitor
 from edge_agent.sd_notify import notify, watchdog_interval_s
 from edge_agent.timefmt import iso
 from edge_agent.uplink.mqtt import MqttUplink
@@ -62,7 +64,8 @@ class Agent:
                                      "will"),
             on_connected=self._on_uplink_connected,
         )
-        self.components: list[Component] = []
+        self.archive = Archive(data_dir / "archive.sqlite")
+        self.components: list[Component] = [Janitor(config.storage, self.archive)]
         self.telemetry_sources: dict[str, TelemetrySource] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -127,7 +130,12 @@ class Agent:
             measures.extend(part.pop("measures", []))
             body.update(part)
         body["measures"] = measures
-        return self.publish(Topics.TELEMETRY, body, kind="telemetry")
+        msg = self.publish(Topics.TELEMETRY, body, kind="telemetry")
+        try:
+            self.archive.add("telemetry", end, body)
+        except Exception as exc:  # the on-site copy must not stop the bureau's
+            log.error("could not archive telemetry: %s", exc)
+        return msg
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -213,6 +221,7 @@ class Agent:
         for thread in self._threads:
             thread.join(1.0)
         self.outbox.close()
+        self.archive.close()
         log.info("edge-agent stopped")
 
     def run_forever(self) -> int:
