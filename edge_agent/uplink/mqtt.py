@@ -64,6 +64,86 @@ class UplinkHealth:
 Handler = Callable[[str, bytes], None]
 
 
+def build_client(
+    cfg: MqttConfig,
+    client_id: str,
+    protocol: int,
+    *,
+    will: tuple[str, bytes] | None = None,
+    on_secret_error: Callable[[str], None] | None = None,
+) -> mqtt.Client:
+    """A paho client set up from the config: protocol, credentials, TLS, Last Will."""
+    if protocol == mqtt.MQTTv5:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    else:
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                             clean_session=True)
+    client.max_inflight_messages_set(cfg.max_inflight)
+    client.max_queued_messages_set(0)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    if cfg.username is not None:
+        password = None
+        if cfg.password is not None:
+            try:
+                password = cfg.password.resolve()
+            except ValueError as exc:
+                if on_secret_error is not None:
+                    on_secret_error(f"mqtt.password: {exc}")
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls is not None:
+        tls = cfg.tls
+        client.tls_set(
+            ca_certs=str(tls.ca_file) if tls.ca_file else None,
+            certfile=str(tls.cert_file) if tls.cert_file else None,
+            keyfile=str(tls.key_file) if tls.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED,
+        )
+        if tls.insecure_skip_verify:
+            client.tls_insecure_set(True)
+    return client
+
+
+def probe(cfg: MqttConfig, client_id: str, timeout: float = 5.0) -> tuple[bool, str]:
+    """Connect once (TLS and login included) and disconnect: for `doctor`. Returns (ok, detail)."""
+    result: dict[str, Any] = {}
+    protocols = [mqtt.MQTTv5, mqtt.MQTTv311] if cfg.protocol == "auto" else (
+        [mqtt.MQTTv5] if cfg.protocol == "5" else [mqtt.MQTTv311])
+    detail = ""
+    for protocol in protocols:
+        errors: list[str] = []
+        try:
+            client = build_client(cfg, f"{client_id}-doctor", protocol, on_secret_error=errors.append)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            return False, f"TLS set-up failed: {exc}"
+        if errors:
+            return False, errors[0]
+        client.on_connect = lambda c, u, f, reason, p: result.__setitem__("rc", reason)
+        try:
+            client.connect(cfg.host, cfg.port, keepalive=10)
+        except (OSError, ssl.SSLError) as exc:
+            return False, f"cannot reach {cfg.host}:{cfg.port}: {exc}"
+        deadline = time.monotonic() + (timeout if protocol == protocols[-1] else min(timeout, 3.0))
+        result.clear()
+        while "rc" not in result and time.monotonic() < deadline:
+            if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS and "rc" not in result:
+                break
+        rc = result.get("rc")
+        try:
+            client.disconnect()
+        except Exception:
+            pass
+        name = "5" if protocol == mqtt.MQTTv5 else "3.1.1"
+        if rc is None:
+            detail = f"no answer to MQTT {name} CONNECT from {cfg.host}:{cfg.port}"
+            continue
+        if getattr(rc, "is_failure", False):
+            return False, f"broker refused the connection: {rc}"
+        tls = "TLS, " if cfg.tls else ""
+        return True, f"{cfg.host}:{cfg.port}, {tls}MQTT {name}" + (f", user {cfg.username}" if cfg.username else "")
+    return False, detail
+
+
 class MqttUplink:
     """Owns the broker connection; publishes only what the outbox holds."""
 
@@ -127,34 +207,9 @@ class MqttUplink:
     # --- the uplink thread -------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        cfg = self.config
-        client_id = cfg.client_id or f"{self.topics.site}-{self.topics.device}"
-        if self._protocol == mqtt.MQTTv5:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        else:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                                 clean_session=True)
-        client.max_inflight_messages_set(cfg.max_inflight)
-        client.max_queued_messages_set(0)
-        client.will_set(self.topics.full("status"), self._will_payload, qos=1, retain=True)
-        if cfg.username is not None:
-            password = None
-            if cfg.password is not None:
-                try:
-                    password = cfg.password.resolve()
-                except ValueError as exc:
-                    self._note_error(f"mqtt.password: {exc}")
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls is not None:
-            tls = cfg.tls
-            client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            if tls.insecure_skip_verify:
-                client.tls_insecure_set(True)
+        client_id = self.config.client_id or f"{self.topics.site}-{self.topics.device}"
+        will = (self.topics.full("status"), self._will_payload)
+        client = build_client(self.config, client_id, self._protocol, will=will, on_secret_error=self._note_error)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish

@@ -1,0 +1,1 @@
+"""`edge-agent doctor`: what a technician checks before leaving the crane."""

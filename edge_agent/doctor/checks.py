@@ -1,0 +1,86 @@
+"""Each check answers PASS/WARN/FAIL/SKIP with what was found and what to do about a failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.clock import clock_synchronized
+from edge_agent.config import AgentConfig
+from edge_agent.uplink.mqtt import probe
+
+PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    status: str
+    detail: str
+    hint: str = ""
+
+
+CheckFn = Callable[[AgentConfig, bool], Iterator[Result]]
+
+
+def check_data_dir(config: AgentConfig, actuate: bool) -> Iterator[Result]:
+    data_dir = Path(config.storage.data_dir)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=".doctor-"):
+            pass
+    except OSError as exc:
+        yield Result("data dir", FAIL, f"{data_dir}: {exc.strerror or exc}",
+                     f"create it and give the agent's user write access: chown edge-agent {data_dir}")
+        return
+    yield Result("data dir", PASS, f"{data_dir} is writable")
+    free = shutil.disk_usage(data_dir).free / 1e6
+    need = config.storage.disk_min_free_mb + config.storage.outbox_max_mb
+    if free < config.storage.disk_min_free_mb:
+        yield Result("free disk", FAIL, f"{free:.0f} MB free in {data_dir}",
+                     f"free space or use a bigger card; the agent needs >= {config.storage.disk_min_free_mb} MB")
+    elif free < need:
+        yield Result("free disk", WARN, f"{free:.0f} MB free; a full outbox ({config.storage.outbox_max_mb} MB) "
+                     "would not fit", "lower storage.outbox_max_mb or free space")
+    else:
+        yield Result("free disk", PASS, f"{free:.0f} MB free")
+
+
+def check_clock(config: AgentConfig, actuate: bool) -> Iterator[Result]:
+    synced = clock_synchronized()
+    if synced:
+        yield Result("clock", PASS, "synchronised (NTP)")
+    elif synced is None:
+        yield Result("clock", WARN, "cannot tell whether the clock is synchronised", "check `timedatectl`")
+    else:
+        # The box still works, and flags every message and bundle; but the bureau may reject evidence.
+        yield Result("clock", WARN, "not synchronised: every message and bundle is flagged",
+                     "enable NTP: `timedatectl set-ntp true`, and check the box reaches an NTP server")
+
+
+def check_broker(config: AgentConfig, actuate: bool) -> Iterator[Result]:
+    cfg = config.mqtt
+    if cfg.tls is not None:
+        for label, path in (("CA", cfg.tls.ca_file), ("certificate", cfg.tls.cert_file), ("key", cfg.tls.key_file)):
+            if path is not None and not os.access(path, os.R_OK):
+                yield Result("broker", FAIL, f"TLS {label} file {path} is not readable",
+                             "copy the file there and make it readable by the agent's user (mqtt.tls)")
+                return
+    ok, detail = probe(cfg, cfg.client_id or f"{config.site.id}-{config.device.id}")
+    if ok:
+        yield Result("broker", PASS, detail)
+        return
+    if "refused" in detail and ("password" in detail or "authorized" in detail):
+        hint = "check mqtt.username and the password file with the bureau"
+    elif "TLS" in detail or "certificate" in detail.lower() or "SSL" in detail:
+        hint = "check mqtt.tls.ca_file is the CA that signed the broker's certificate, and mqtt.host its name"
+    else:
+        hint = f"check the network and that a broker listens on {cfg.host}:{cfg.port} (mqtt.host, mqtt.port)"
+    yield Result("broker", FAIL, detail, hint)
+
+
+CHECKS: list[CheckFn] = [check_data_dir, check_clock, check_broker]
