@@ -232,3 +232,49 @@ def test_telemetry_heartbeat_each_interval(mosquitto: Broker, tmp_path: Path):
     finally:
         agent.stop(timeout=2)
         bureau.stop()
+
+
+def test_auto_protocol_falls_back_to_311_on_a_broker_without_mqtt5(tmp_path: Path):
+    pytest.importorskip("amqtt")
+    from edge_agent.demo.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker().start()  # amqtt speaks MQTT 3.1.1 only
+    agent = build_agent(load_config(write_config(tmp_path, broker.port, mqtt={"protocol": "auto"})))
+    agent.start()
+    try:
+        agent.publish("event", {"seq": 1}, kind="event")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and agent.outbox.depth_by_kind().get("event"):
+            time.sleep(0.1)
+        assert agent.uplink.health.protocol == "3.1.1"
+        assert not agent.outbox.depth_by_kind().get("event")  # delivered and acknowledged
+    finally:
+        agent.stop(timeout=2)
+        broker.stop()
+
+
+def test_mosquitto_gets_mqtt5_with_msg_id_user_property(mosquitto: Broker, tmp_path: Path):
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: list = []
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="v5-bureau", protocol=mqtt.MQTTv5)
+    sub.on_message = lambda c, u, m: got.append(m)
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe(f"{BASE}/event", qos=1)
+    sub.loop_start()
+    time.sleep(0.3)
+    agent = build_agent(load_config(write_config(tmp_path, mosquitto.port)))
+    agent.start()
+    try:
+        stored = agent.publish("event", {"seq": 7}, kind="event")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not got:
+            time.sleep(0.05)
+        assert agent.uplink.health.protocol == "5"
+        props = dict(got[0].properties.UserProperty)
+        assert props["msg_id"] == stored.msg_id == json.loads(got[0].payload)["msg_id"]
+        assert props["kind"] == "event"
+    finally:
+        agent.stop(timeout=2)
+        sub.loop_stop()

@@ -255,7 +255,9 @@ class MqttUplink:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._note_error(f"cannot reach broker {cfg.host}:{cfg.port}: {exc}")
             return False
-        deadline = time.monotonic() + max(5.0, cfg.keepalive_s / 2)
+        # A broker that does not speak MQTT 5 may just sit on a v5 CONNECT: try 3.1.1 soon.
+        wait = 3.0 if (self._protocol == mqtt.MQTTv5 and cfg.protocol == "auto") else max(5.0, cfg.keepalive_s / 2)
+        deadline = time.monotonic() + wait
         while self._connack is None and time.monotonic() < deadline and not self._stop.is_set():
             rc = client.loop(timeout=0.1)
             if rc != mqtt.MQTT_ERR_SUCCESS and self._connack is None:
