@@ -98,9 +98,14 @@ class Agent:
         health = {"uplink": self.uplink.health.as_dict()}
         for comp in self.components:
             try:
-                health[comp.name] = dict(comp.health())
+                report = dict(comp.health())
             except Exception as exc:
-                health[comp.name] = {"state": "down", "last_error": f"health check failed: {exc}"}
+                report = {"state": "down", "last_error": f"health check failed: {exc}"}
+            if report and "state" not in report and all(isinstance(v, Mapping) for v in report.values()):
+                # A component of several devices (meters, cameras): one entry per device.
+                health.update({f"{comp.name}/{device}": dict(h) for device, h in report.items()})
+            else:
+                health[comp.name] = report
         return {
             "state": state,
             "started": iso(self.started, self.tz),

@@ -7,6 +7,7 @@ from pydantic import Field
 from edge_agent.config.base import Section
 from edge_agent.config.hj212 import Hj212Config
 from edge_agent.config.logging import LoggingConfig
+from edge_agent.config.meters import Meters
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.rules import RulesConfig
 from edge_agent.config.schedule import ScheduleConfig
@@ -26,6 +27,10 @@ class AgentConfig(Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Log output.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Night hours, quiet hours, permits.")
     rules: RulesConfig = Field(default_factory=RulesConfig, description="When figures become violations.")
+    meters: Meters = Field(
+        default_factory=list,
+        description="RS-485 Modbus meters (noise, dust, weather); meters on one port share a bus.",
+    )
     hj212: Hj212Config | None = Field(
         None, description="HJ 212-2017 uplink to a bureau platform over TCP; omit if the bureau takes MQTT only."
     )
