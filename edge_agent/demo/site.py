@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -15,6 +17,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.daemon import build_agent
 from edge_agent.demo.broker import EmbeddedBroker
 from edge_agent.demo.console import ConsoleView
+from edge_agent.demo.hardware import SimulatedBus
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,7 @@ class DemoSite:
         self.broker: EmbeddedBroker | None = None
         self.agent: Agent | None = None
         self.console: ConsoleView | None = None
+        self.buses: dict[str, SimulatedBus] = {}
         self._stopped = threading.Event()
 
     def build_config(self, host: str, port: int) -> AgentConfig:
@@ -35,6 +39,13 @@ class DemoSite:
         if self.mqtt is not None:
             data["mqtt"]["protocol"] = "auto"  # a real broker: MQTT 5 where it speaks it
         data["storage"]["data_dir"] = str(self.out_dir / "data")
+        for meter in data.get("meters", []):
+            if meter["id"] in self.buses:
+                meter["port"] = self.buses[meter["id"]].agent_port
+        # Night from an hour ago to four hours on, so the night rules show whenever the demo runs.
+        now = datetime.now(ZoneInfo(data["site"].get("timezone", "Asia/Shanghai")))
+        start, end = now - timedelta(hours=1), now + timedelta(hours=4)
+        data["schedule"]["night"] = [{"start": start.strftime("%H:%M"), "end": end.strftime("%H:%M")}]
         return AgentConfig.model_validate(data)
 
     def start(self) -> AgentConfig:
@@ -45,6 +56,11 @@ class DemoSite:
             print(f"demo: embedded MQTT broker on {host}:{port}", flush=True)
         else:
             host, port = self.mqtt
+        # Two RS-485 buses: a noise meter with night piling, a PM sensor through a dust episode.
+        self.buses = {
+            "noise-1": SimulatedBus(self.out_dir / "dev" / "bus1", [("renke_rs_zs_n01", 1)], "night_piling").start(),
+            "dust-1": SimulatedBus(self.out_dir / "dev" / "bus2", [("renke_rs_pm_n01", 1)], "dust_episode").start(),
+        }
         config = self.build_config(host, port)
         (self.out_dir / "config.yaml").write_text(
             yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False),
@@ -66,5 +82,7 @@ class DemoSite:
             self.agent.stop(timeout=3)
         if self.console is not None:
             self.console.stop()
+        for bus in self.buses.values():
+            bus.stop()
         if self.broker is not None:
             self.broker.stop()
