@@ -33,6 +33,8 @@ setup(
         "cryptography>=41",
         "pyserial>=3.5",
         "pymodbus>=3.8,<4",
+        "sounddevice>=0.5",
+        "gpiozero>=2.0",
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", "types-PyYAML", "amqtt>=0.11"],

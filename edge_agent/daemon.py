@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from drivers.types import Reading
+from edge_agent.actions import Actions
 from edge_agent.app import Agent
 from edge_agent.config import AgentConfig
 from edge_agent.figures import FiguresService
@@ -29,6 +30,11 @@ def build_agent(config: AgentConfig) -> Agent:
     rules.subscribe(handler)
     agent.history = history  # type: ignore[attr-defined]
     agent.violations = handler  # type: ignore[attr-defined]
+
+    actions = Actions.from_config(config)
+    agent.add_component(actions)
+    agent.actions = actions  # type: ignore[attr-defined]
+    handler.local_actions.append(actions.on_violation)
 
     reading_sinks = [history.add, rules.on_reading]
 

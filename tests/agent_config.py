@@ -16,6 +16,7 @@ def write_config(directory: Path, port: int, **sections: Any) -> Path:
                  "keepalive_s": 10},
         "storage": {"data_dir": str(directory / "data"), "outbox_max_mb": 64},
         "telemetry": {"interval_s": 60, "status_interval_s": 300},
+        "speaker": {"enabled": False},  # tests that play audio turn it on, with the ALSA file sink
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from edge_agent.config.actions import ActionRules, Relays, SpeakerConfig
 from edge_agent.config.base import Section
 from edge_agent.config.hj212 import Hj212Config
 from edge_agent.config.logging import LoggingConfig
@@ -33,4 +34,9 @@ class AgentConfig(Section):
     )
     hj212: Hj212Config | None = Field(
         None, description="HJ 212-2017 uplink to a bureau platform over TCP; omit if the bureau takes MQTT only."
+    )
+    speaker: SpeakerConfig = Field(default_factory=SpeakerConfig, description="The loudspeaker and its clips.")
+    relays: Relays = Field(default_factory=list, description="Relay outputs (spray cannon, strobe) on GPIO pins.")
+    actions: ActionRules = Field(
+        default_factory=dict, description="Per violation kind: clip, relays, speaker priority (merged into defaults)."
     )

@@ -1,0 +1,19 @@
+"""Acting locally: the loudspeaker (Mandarin clips, priorities) and relays (spray, strobe)."""
+
+from edge_agent.actions.actions import ActionError, Actions
+from edge_agent.actions.clips import Clip, ClipError, ClipLibrary
+from edge_agent.actions.relays import RelayController
+from edge_agent.actions.speaker_queue import Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
+
+__all__ = [
+    "ActionError",
+    "Actions",
+    "Clip",
+    "ClipError",
+    "ClipLibrary",
+    "Priority",
+    "RelayController",
+    "SpeakRequest",
+    "SpeakerEvent",
+    "SpeakerQueue",
+]

@@ -1,0 +1,225 @@
+"""Acting on site: violations and bureau commands become announcements and relay switching.
+
+`Actions` is the agent component named "actions". It maps each violation kind to a clip
+and relays (config `actions:`), feeds the speaker queue, and runs one small thread that
+serves the relays' timed decisions (cut-offs, rests, override expiry). Switching happens
+in the caller's thread at once, so a strobe follows a violation without waiting for a tick.
+Nothing here raises into the rules engine: a failure is logged and shows in health.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from drivers.relay import Relay
+from drivers.speaker import Speaker
+from edge_agent.actions.clips import ClipError, ClipLibrary
+from edge_agent.actions.relays import RelayController, Switch
+from edge_agent.actions.speaker_queue import Player, Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
+from edge_agent.config.actions import ActionRule, RelayConfig, SpeakerConfig, check_references
+from edge_agent.config.root import AgentConfig
+from edge_agent.types import Violation
+
+log = logging.getLogger(__name__)
+
+MAX_SHOUT_REPEATS = 10
+
+
+class ActionError(ValueError):
+    """A command cannot be carried out as asked (unknown clip, unspeakable text, no such relay)."""
+
+
+def default_relay(cfg: RelayConfig) -> Switch:
+    return Relay(cfg.id, cfg.pin, active_high=cfg.active_high)
+
+
+class Actions:
+    """The speaker and relays as one agent component."""
+
+    name = "actions"
+
+    def __init__(self, speaker: SpeakerConfig, relays: Sequence[RelayConfig], rules: Mapping[str, ActionRule], *,
+                 cache_dir: Path, player: Player | None = None,
+                 relay_factory: Callable[[RelayConfig], Switch] = default_relay,
+                 on_speaker_event: Callable[[SpeakerEvent], None] | None = None):
+        self.speaker_config = speaker
+        self.rules = dict(rules)
+        self.problems = check_references(speaker, list(relays), self.rules)
+        self.clips = ClipLibrary(speaker.clips, voice=speaker.voice, rate_wpm=speaker.tts_rate_wpm,
+                                 cache_dir=cache_dir)
+        self.player: Player | None = None
+        self.queue: SpeakerQueue | None = None
+        if speaker.enabled:
+            self.player = player or Speaker(speaker.device, speaker.volume, speaker.sample_rate,
+                                            retry_s=speaker.retry_s)
+            self.queue = SpeakerQueue(self.player, on_event=on_speaker_event)
+        self.relays: dict[str, RelayController] = {}
+        for cfg in relays:
+            if cfg.id in self.relays:
+                continue  # reported in self.problems
+            self.relays[cfg.id] = RelayController(relay_factory(cfg), max_on_s=cfg.max_on_s, min_off_s=cfg.min_off_s)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._errors = 0
+        self._last_error: str | None = None
+
+    @classmethod
+    def from_config(cls, config: AgentConfig, **kwargs: Any) -> Actions:
+        """From the whole `AgentConfig`: clips are cached under storage.data_dir/clips."""
+        kwargs.setdefault("cache_dir", Path(config.storage.data_dir) / "clips")
+        return cls(config.speaker, config.relays, config.actions, **kwargs)
+
+    # --- component -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for problem in self.problems:
+            log.error("actions config: %s", problem)
+        for ctl in self.relays.values():
+            ctl.switch.set(False)  # claim every pin now, driven off, so a bad pin shows at start
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._relay_loop, name="relays", daemon=True)
+        self._thread.start()
+        if self.queue is not None:
+            self.clips.load()
+            probe = getattr(self.player, "probe", None)
+            if probe is not None:
+                probe()
+            self.queue.start()
+
+    def stop(self) -> None:
+        """Silence the speaker and switch every relay off."""
+        self._stopping.set()
+        self._wake.set()
+        if self.queue is not None:
+            self.queue.stop()
+        for ctl in self.relays.values():
+            try:
+                ctl.all_off()
+            except Exception:
+                log.exception("relay %s: switching off at stop failed", ctl.name)
+        if self._thread is not None:
+            self._thread.join(2.0)
+            self._thread = None
+        for ctl in self.relays.values():
+            close = getattr(ctl.switch, "close", None)
+            if close is not None:
+                close()
+
+    def health(self) -> dict[str, Any]:
+        speaker: dict[str, Any] = {"state": "disabled"}
+        if self.queue is not None and self.player is not None:
+            speaker = {**self.player.health(), **self.queue.health(), "clips": self.clips.health()}
+        relays = {rid: ctl.health() for rid, ctl in self.relays.items()}
+        parts = [speaker.get("state"), *(r.get("state") for r in relays.values())]
+        degraded = any(p == "down" for p in parts) or bool(self.problems) or bool(
+            speaker.get("clips", {}).get("problems"))
+        return {
+            "state": "degraded" if degraded else "ok",
+            "speaker": speaker,
+            "relays": relays,
+            "config_problems": list(self.problems),
+            "errors": self._errors,
+            "last_error": self._last_error,
+        }
+
+    # --- violations ------------------------------------------------------------------------
+
+    def on_violation(self, v: Violation) -> None:
+        """Announce and switch for a violation's state change. Never raises."""
+        try:
+            self._on_violation(v)
+        except ActionError as exc:  # e.g. its clip could not be rendered at start: known, no trace
+            self._errors += 1
+            self._last_error = f"{v.kind} {v.state}: {exc}"
+            log.error("actions for %s %s: %s", v.kind, v.state, exc)
+        except Exception as exc:
+            self._errors += 1
+            self._last_error = f"{v.kind} {v.state}: {exc}"
+            log.exception("actions for %s %s failed", v.kind, v.state)
+
+    def _on_violation(self, v: Violation) -> None:
+        rule = self.rules.get(v.kind)
+        if rule is None:
+            return
+        if v.state == "ended":
+            for rid in rule.relays:
+                if rid in self.relays:
+                    self.relays[rid].release(v.key)
+            if self.queue is not None:
+                self.queue.cancel(v.key)
+        elif v.state in ("started", "ongoing"):
+            # `ongoing` re-holds (idempotent): after a restart the relays follow the violation again.
+            for rid in rule.relays:
+                if rid in self.relays:
+                    self.relays[rid].hold(v.key)
+            if v.state == "started" and rule.clip is not None:
+                self._announce(rule.clip, Priority.parse(rule.priority), v.key)
+        self._wake.set()
+
+    def _announce(self, clip_id: str, priority: Priority, key: str | None, repeats: int | None = None) -> bool:
+        if self.queue is None:
+            return False
+        clip = self.clips.get(clip_id)
+        if clip is None:
+            raise ActionError(f"clip {clip_id!r} is not available")
+        return self.queue.submit(SpeakRequest(clip, priority, repeats or clip.repeats, clip.gap_s, key))
+
+    # --- bureau commands -------------------------------------------------------------------
+
+    def shout(self, clip_id: str | None = None, text: str | None = None, repeats: int = 1) -> None:
+        """Play a clip or free Mandarin text at bureau priority, cutting any warning.
+
+        Raises ActionError (a ValueError) if the clip is unknown or the text cannot be spoken,
+        so the command can be answered with the reason.
+        """
+        if self.queue is None:
+            raise ActionError("the speaker is disabled on this box")
+        repeats = max(1, min(int(repeats), MAX_SHOUT_REPEATS))
+        if text:
+            gap = self.speaker_config.clips["shout"].gap_s if "shout" in self.speaker_config.clips else 2.0
+            try:
+                clip = self.clips.speak_text(text, repeats=repeats, gap_s=gap)
+            except ClipError as exc:
+                raise ActionError(str(exc)) from exc
+            self.queue.submit(SpeakRequest(clip, Priority.SHOUT, repeats, clip.gap_s))
+            return
+        self._announce(clip_id or "shout", Priority.SHOUT, None, repeats)
+
+    def spray(self, on: bool, duration_s: float | None = None) -> None:
+        self.set_relay("spray", on, duration_s)
+
+    def strobe(self, on: bool, duration_s: float | None = None) -> None:
+        self.set_relay("strobe", on, duration_s)
+
+    def set_relay(self, relay_id: str, on: bool | None, duration_s: float | None = None) -> None:
+        """Manual override: on/off for `duration_s` (None: until changed), or `on=None` for auto."""
+        ctl = self.relays.get(relay_id)
+        if ctl is None:
+            raise ActionError(f"no relay {relay_id!r} on this box")
+        if duration_s is not None and duration_s <= 0:
+            raise ActionError("duration_s must be positive")
+        ctl.override(on, duration_s)
+        self._wake.set()
+
+    # --- relay timing thread ---------------------------------------------------------------
+
+    def _relay_loop(self) -> None:
+        while not self._stopping.is_set():
+            deadlines = []
+            for ctl in self.relays.values():
+                try:
+                    nxt = ctl.tick()
+                except Exception:
+                    log.exception("relay %s: tick failed", ctl.name)
+                    nxt = time.monotonic() + 1.0
+                if nxt is not None:
+                    deadlines.append(nxt)
+            wait = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+            self._wake.wait(wait)
+            self._wake.clear()
