@@ -8,12 +8,15 @@ from drivers.types import Reading
 from edge_agent.actions import Actions
 from edge_agent.app import Agent
 from edge_agent.config import AgentConfig
+from edge_agent.evidence.bundle import open_store
 from edge_agent.figures import FiguresService
 from edge_agent.history import ReadingHistory
 from edge_agent.measures import MeasureEngine
 from edge_agent.meters import MetersComponent
+from edge_agent.remote import action_handlers, build_dispatcher
 from edge_agent.rules import RuleEngine, Schedule
-from edge_agent.violations import ViolationHandler
+from edge_agent.uplink.topics import Topics
+from edge_agent.violations import EvidenceWorker, ViolationHandler
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +26,8 @@ def build_agent(config: AgentConfig) -> Agent:
     tz = config.site.timezone
     schedule = Schedule(config.schedule, tz)
     engine = MeasureEngine(timezone=config.schedule.timezone or tz,
-                           night_windows=[(w.start, w.end) for w in config.schedule.night])
+                           night_windows=[(w.start, w.end) for w in config.schedule.night],
+                           validity=config.rules.figure_validity)
     rules = RuleEngine(config.rules, schedule)
     history = ReadingHistory()
     handler = ViolationHandler(agent)
@@ -35,6 +39,21 @@ def build_agent(config: AgentConfig) -> Agent:
     agent.add_component(actions)
     agent.actions = actions  # type: ignore[attr-defined]
     handler.local_actions.append(actions.on_violation)
+
+    evidence = EvidenceWorker(open_store(config, now=agent.now), history,
+                              agent.publish if config.evidence.publish else None,
+                              config.evidence.readings_window_s)
+    agent.add_component(evidence)
+    agent.evidence = evidence  # type: ignore[attr-defined]
+    handler.evidence = evidence
+
+    # Bureau commands: verified, then carried out by the speaker and relays; acks upward.
+    dispatcher = build_dispatcher(config, agent.publish, now=agent.now)
+    for name, command in action_handlers(actions).items():
+        dispatcher.register(name, command)
+    agent.add_component(dispatcher)
+    agent.commands = dispatcher  # type: ignore[attr-defined]
+    agent.uplink.subscribe(Topics.CMD, dispatcher.on_message)
 
     reading_sinks = [history.add, rules.on_reading]
 
@@ -56,6 +75,7 @@ def build_agent(config: AgentConfig) -> Agent:
     agent.add_component(_Named("meters", meters))
     figures = FiguresService(engine, rules, tz, device_health=meters.health)
     agent.add_component(figures)
+    agent.figures = figures  # type: ignore[attr-defined]
     interval = config.telemetry.interval_s
     agent.add_telemetry("figures", lambda end: figures.telemetry(end, interval))
     if hj212 is not None:

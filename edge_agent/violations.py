@@ -2,30 +2,36 @@
 
 Order matters for the crew: local actions first (speaker and relays must not wait on disk or
 network), then the event through the outbox, then the evidence bundle, built on a worker
-thread because a clip needs its post-event seconds.
+thread because signing, syncing files and (with cameras) waiting for a clip's post-event
+seconds take time. The bundle's manifest names the violation's key, which is how the
+bureau joins a bundle to its `started` event.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, Protocol
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from typing import Any
 
+from edge_agent.evidence.bundle import EvidenceFile, EvidenceStore
+from edge_agent.evidence.publish import publish_bundle
+from edge_agent.history import ReadingHistory
 from edge_agent.types import Violation
 
 log = logging.getLogger(__name__)
 
-
-class Publisher(Protocol):
-    def publish(self, leaf: str, payload: Any, *, kind: str, retain: bool = False, qos: int = 1) -> Any: ...
+# Extra media for a violation (a camera snapshot, a clip): called on the evidence thread.
+MediaSource = Callable[[Violation], Sequence[EvidenceFile]]
 
 
 class ViolationHandler:
     def __init__(self, agent: Any):
         self.agent = agent
         self.local_actions: list[Callable[[Violation], None]] = []
-        # Returns the evidence ids it will fill (may be empty); called for `started` only.
-        self.evidence: Callable[[Violation], list[str]] | None = None
+        self.evidence: EvidenceWorker | None = None
         self.counts: dict[str, int] = {}
 
     def __call__(self, violation: Violation) -> None:
@@ -34,25 +40,95 @@ class ViolationHandler:
                 act(violation)
             except Exception:
                 log.exception("local action failed for %s", violation.kind)
-        if violation.state == "started" and self.evidence is not None:
-            try:
-                ids = self.evidence(violation)
-                violation = _with_evidence(violation, ids)
-            except Exception:
-                log.exception("evidence for %s could not be started", violation.kind)
         body = violation.to_json()
+        if violation.state == "started" and self.evidence is not None:
+            body["evidence"] = "pending"  # its manifest will carry this violation's key
+            self.evidence.submit(violation)
         self.agent.publish("event", body, kind="event")
         try:
             self.agent.archive.add("event", violation.time, body)
         except Exception as exc:
             log.error("could not archive event: %s", exc)
-        self.counts[violation.kind] = self.counts.get(violation.kind, 0) + (violation.state == "started")
+        if violation.state == "started":
+            self.counts[violation.kind] = self.counts.get(violation.kind, 0) + 1
         level = logging.WARNING if violation.state == "started" else logging.INFO
         log.log(level, "violation %s %s (%s): %s", violation.kind, violation.state, violation.source,
                 violation.message)
 
 
-def _with_evidence(v: Violation, ids: list[str]) -> Violation:
-    from dataclasses import replace
+class EvidenceWorker:
+    """Builds, signs, stores and publishes one bundle per started violation, in order."""
 
-    return replace(v, evidence_ids=tuple(ids))
+    name = "evidence"
+
+    def __init__(self, store: EvidenceStore, history: ReadingHistory, publish: Callable[..., Any] | None,
+                 readings_window_s: float):
+        self.store = store
+        self.history = history
+        self.publish = publish
+        self.readings_window_s = readings_window_s
+        self.media: list[MediaSource] = []
+        self._queue: queue.Queue[Violation | None] = queue.Queue(maxsize=256)
+        self._thread: threading.Thread | None = None
+        self.bundles = 0
+        self.failures = 0
+        self.last_error = ""
+
+    def submit(self, violation: Violation) -> None:
+        try:
+            self._queue.put_nowait(violation)
+        except queue.Full:
+            self.failures += 1
+            self.last_error = "evidence queue full"
+            log.error("evidence queue full: no bundle for %s %s", violation.kind, violation.key)
+
+    def start(self) -> None:
+        self.store.start()
+        self._thread = threading.Thread(target=self._loop, name="evidence", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(10)
+        self.store.stop()
+
+    def alive(self) -> bool:
+        return self._thread is None or self._thread.is_alive()
+
+    def health(self) -> dict[str, Any]:
+        return {**self.store.health(), "bundles": self.bundles, "failures": self.failures,
+                "pending": self._queue.qsize(), "last_error": self.last_error,
+                "state": "degraded" if self.last_error else "ok"}
+
+    def _loop(self) -> None:
+        while True:
+            violation = self._queue.get()
+            if violation is None:
+                return
+            try:
+                self.build(violation)
+                self.last_error = ""
+            except Exception as exc:  # a full disk must not stop the next bundle
+                self.failures += 1
+                self.last_error = str(exc)
+                log.exception("evidence for %s %s failed: %s", violation.kind, violation.key, exc)
+
+    def build(self, violation: Violation) -> str:
+        # The samples behind the figure: the rule's whole window, at least readings_window_s.
+        window = max(float(violation.figures.get("window_s") or 0), self.readings_window_s)
+        start = violation.started - timedelta(seconds=window)
+        readings = self.history.window(violation.source, start, violation.time)
+        extra: list[EvidenceFile] = []
+        for source in self.media:
+            try:
+                extra.extend(source(violation))
+            except Exception as exc:
+                log.error("evidence media for %s failed: %s", violation.kind, exc)
+        evidence = self.store.for_violation(violation, readings, extra=extra)
+        self.bundles += 1
+        if self.publish is not None:
+            publish_bundle(evidence, self.publish)
+        log.info("evidence %s for %s %s: %d file(s)", evidence.id, violation.kind, violation.key,
+                 len(evidence.file_names))
+        return evidence.id

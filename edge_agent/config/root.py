@@ -12,6 +12,7 @@ from edge_agent.config.meters import Meters
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.rules import RulesConfig
 from edge_agent.config.schedule import ScheduleConfig
+from edge_agent.config.security import BureauConfig, EvidenceConfig
 from edge_agent.config.site import DeviceConfig, SiteConfig
 from edge_agent.config.storage import StorageConfig
 from edge_agent.config.telemetry import TelemetryConfig
@@ -35,6 +36,10 @@ class AgentConfig(Section):
     hj212: Hj212Config | None = Field(
         None, description="HJ 212-2017 uplink to a bureau platform over TCP; omit if the bureau takes MQTT only."
     )
+    bureau: BureauConfig = Field(
+        default_factory=BureauConfig, description="Signed bureau commands: trusted keys, lifetimes, which commands."
+    )
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Signed, hash-chained evidence.")
     speaker: SpeakerConfig = Field(default_factory=SpeakerConfig, description="The loudspeaker and its clips.")
     relays: Relays = Field(default_factory=list, description="Relay outputs (spray cannon, strobe) on GPIO pins.")
     actions: ActionRules = Field(

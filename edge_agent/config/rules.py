@@ -76,6 +76,11 @@ class DustRule(Section):
 
 
 class RulesConfig(Section):
+    figure_validity: float = Field(
+        0.75, gt=0, le=1,
+        description="Share of a window's expected samples that must be valid before its figure counts "
+        "(common practice for averages: 75 %).",
+    )
     noise: NoiseRule = Field(default_factory=NoiseRule, description="Noise over the limit (20-min LAeq).")
     early_warning: EarlyWarningRule = Field(default_factory=EarlyWarningRule, description="Near the limit.")
     night_lmax: NightLmaxRule = Field(default_factory=NightLmaxRule, description="Loud single events at night.")

@@ -1,0 +1,299 @@
+"""Bureau commands in, acks out: verify, run the handler off the MQTT thread, answer.
+
+Wiring (the uplink delivers `cmd/ack` too, since `cmd/+` matches it; it is ignored):
+
+    dispatcher = build_dispatcher(agent.config, agent.publish, now=agent.now)
+    for name, handler in action_handlers(actions).items():   # shout, spray, strobe
+        dispatcher.register(name, handler)                   # any Callable[[Command], AckResult]
+    agent.add_component(dispatcher)
+    agent.uplink.subscribe(Topics.CMD, dispatcher.on_message)
+
+Every message on `cmd/<name>` gets acks on `cmd/ack`: either one `refused` with a reason,
+or `accepted` at once and then `done`, `failed` or `refused` when the handler returns.
+Nothing a sender puts on the wire raises out of `on_message`. Besides the verifier's
+reasons (security/commands.py), the dispatcher refuses with `unknown_command` (no handler
+registered), `busy` (too many still running), `shutting_down` and `internal_error`.
+Refusal acks are capped per minute (a flood of forgeries must not fill the outbox) and
+refusal log lines are limited to one per reason per minute; both are counted in health().
+An MQTT redelivery of an accepted command is refused as `replayed`: at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.clock import clock_synchronized, utc_now
+from edge_agent.config import AgentConfig
+from edge_agent.security.commands import Ack, Command, CommandVerifier, Refused, VerifierPolicy, trusted_key_map
+from edge_agent.security.keys import KeyFileError, load_public_key, parse_public_key
+from edge_agent.security.nonces import NonceStore
+from edge_agent.timefmt import iso
+
+log = logging.getLogger(__name__)
+
+ACK_KIND = "ack"
+
+
+@dataclass(frozen=True)
+class AckResult:
+    """What a handler reports: `done`, `failed` (with a reason) or `refused` (cannot now)."""
+
+    result: str = "done"
+    reason: str = ""
+    detail: str = ""
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+Handler = Callable[[Command], AckResult]
+
+
+class Publish(Protocol):
+    def __call__(self, leaf: str, payload: bytes | Mapping[str, Any], *, kind: str) -> object: ...
+
+
+def ping(command: Command) -> AckResult:
+    return AckResult("done", data={"pong": True})
+
+
+def no_camera(command: Command) -> AckResult:
+    return AckResult("refused", "unavailable", "no camera configured")
+
+
+class ActionsLike(Protocol):
+    """What `action_handlers` needs of edge_agent.actions.Actions (errors are ValueErrors)."""
+
+    def shout(self, clip_id: str | None = None, text: str | None = None, repeats: int = 1) -> None: ...
+
+    def spray(self, on: bool, duration_s: float | None = None) -> None: ...
+
+    def strobe(self, on: bool, duration_s: float | None = None) -> None: ...
+
+
+def action_handlers(actions: ActionsLike) -> dict[str, Handler]:
+    """shout/spray/strobe handlers over the speaker and relays; `done` = queued or switched."""
+
+    def run(name: str, call: Callable[[], None]) -> AckResult:
+        try:
+            call()
+        except ValueError as exc:  # ActionError: unknown clip, no relay, speaker disabled...
+            return AckResult("failed", "action_error", str(exc)[:200])
+        return AckResult("done", detail=f"{name} queued" if name == "shout" else "")
+
+    def shout(c: Command) -> AckResult:
+        return run("shout", lambda: actions.shout(c.args.get("clip"), c.args.get("text"), c.args.get("repeat", 1)))
+
+    def relay(name: str) -> Handler:
+        method = actions.spray if name == "spray" else actions.strobe
+        return lambda c: run(name, lambda: method(c.args["state"] == "on", c.args.get("duration_s")))
+
+    return {"shout": shout, "spray": relay("spray"), "strobe": relay("strobe")}
+
+
+class _TokenBucket:
+    """`rate` tokens per minute, at most `rate` saved up."""
+
+    def __init__(self, per_minute: int):
+        self.capacity = float(per_minute)
+        self.tokens = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class CommandDispatcher:
+    """Also a Component: `agent.add_component(dispatcher)` puts its counters in status."""
+
+    name = "commands"
+
+    def __init__(self, verifier: CommandVerifier, publish: Publish, handlers: Mapping[str, Handler] | None = None,
+                 *, tz: str = "UTC", refusal_acks_per_minute: int = 120, workers: int = 2, max_pending: int = 16,
+                 log_every_s: float = 60.0):
+        self.verifier = verifier
+        self.publish = publish
+        self.tz = tz
+        self.handlers: dict[str, Handler] = {"ping": ping, "snapshot": no_camera, **(handlers or {})}
+        self.max_pending = max_pending
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="command")
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._idle = threading.Condition(self._lock)
+        self._acks = _TokenBucket(refusal_acks_per_minute)
+        self._log_every_s = log_every_s
+        self._last_log: dict[str, float] = {}
+        self._unlogged: dict[str, int] = {}
+        self.accepted = 0
+        self.refused: dict[str, int] = {}
+        self.acks_suppressed = 0
+        self.last_refusal = ""
+        self._stopped = False
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Run `handler` for verified `name` commands (replaces the default, e.g. for snapshot)."""
+        self.handlers[name] = handler
+
+    # --- the uplink thread ---------------------------------------------------------------------
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        parts = topic.rsplit("/", 2)
+        if len(parts) < 2 or parts[-2] != "cmd" or parts[-1] == "ack":
+            return  # our own acks come back through `cmd/+`
+        name = parts[-1][:64]
+        try:
+            if self._stopped:
+                raise Refused("shutting_down", "the box is stopping")
+            command = self.verifier.verify(name, payload)
+            if command.name not in self.handlers:
+                raise Refused("unknown_command", f"no handler for '{command.name}' on this box", command.id)
+            with self._lock:
+                if self._pending >= self.max_pending:
+                    raise Refused("busy", f"{self._pending} commands still running", command.id)
+                self._pending += 1
+        except Refused as exc:
+            self._refuse(name, exc)
+            return
+        except Exception as exc:  # a bug of ours must not become a crash the sender can trigger
+            log.exception("command on %s: internal error", topic)
+            self._refuse(name, Refused("internal_error", type(exc).__name__))
+            return
+        self.accepted += 1
+        log.info("command %s (%s) accepted, key %s", command.id, command.name, command.key_id)
+        self._ack(Ack(command.id, command.name, "accepted"))
+        try:
+            self._pool.submit(self._run, command)
+        except RuntimeError:  # shutting down
+            self._finish()
+            self._ack(Ack(command.id, command.name, "failed", "shutting_down", "the box is stopping"))
+
+    def _refuse(self, name: str, exc: Refused) -> None:
+        with self._lock:
+            self.refused[exc.reason] = self.refused.get(exc.reason, 0) + 1
+            self.last_refusal = f"{name}: {exc.reason}"
+            send = self._acks.take()
+            if not send:
+                self.acks_suppressed += 1
+        self._log_refusal(name, exc)
+        if send:
+            self._ack(Ack(exc.command_id, name, "refused", exc.reason, exc.detail))
+
+    def _log_refusal(self, name: str, exc: Refused) -> None:
+        """One line per reason per `log_every_s`, with the count of those not logged since."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._last_log.get(exc.reason)
+            if last is not None and now - last < self._log_every_s:
+                self._unlogged[exc.reason] = self._unlogged.get(exc.reason, 0) + 1
+                return
+            self._last_log[exc.reason] = now
+            more = self._unlogged.pop(exc.reason, 0)
+        log.warning("command on cmd/%s refused: %s: %s%s", name, exc.reason, exc.detail,
+                    f" ({more} more refused for this reason since the last line)" if more else "")
+
+    # --- the worker threads ---------------------------------------------------------------------
+
+    def _run(self, command: Command) -> None:
+        try:
+            result = self.handlers[command.name](command)
+            if not isinstance(result, AckResult) or result.result not in ("done", "failed", "refused"):
+                result = AckResult("failed", "handler_error", f"handler returned {result!r:.80}")
+        except Exception as exc:
+            log.exception("command %s (%s) failed", command.id, command.name)
+            result = AckResult("failed", "handler_error", f"{type(exc).__name__}: {exc}"[:200])
+        try:
+            self._ack(Ack(command.id, command.name, result.result, result.reason, result.detail, result.data))
+            log.info("command %s (%s): %s %s", command.id, command.name, result.result, result.reason)
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        with self._lock:
+            self._pending -= 1
+            self._idle.notify_all()
+
+    def _ack(self, ack: Ack) -> None:
+        try:
+            self.publish("cmd/ack", {**ack.to_json(), "time": iso(self.verifier.now(), self.tz)}, kind=ACK_KIND)
+        except Exception:
+            log.exception("could not store the ack for command %s", ack.id)
+
+    # --- component ------------------------------------------------------------------------------
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no handler is running (tests, and a clean stop)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self._stopped = True
+        self.wait_idle(2.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.verifier.nonces.close()
+
+    def health(self) -> Mapping[str, Any]:
+        with self._lock:
+            return {
+                "state": "ok" if self.verifier.policy.trusted else "no_trusted_keys",
+                "trusted_keys": sorted(self.verifier.policy.trusted),
+                "accepted": self.accepted,
+                "refused": dict(self.refused),
+                "acks_suppressed": self.acks_suppressed,
+                "running": self._pending,
+                "last_refusal": self.last_refusal,
+            }
+
+
+def load_trusted_keys(config: AgentConfig) -> dict[str, Ed25519PublicKey]:
+    """Key id -> public key for every configured bureau key that can be read; others are logged."""
+    keys = []
+    for entry in config.bureau.trusted_keys:
+        try:
+            if entry.public_key is not None:
+                keys.append(parse_public_key(entry.public_key))
+            elif entry.file is not None:
+                keys.append(load_public_key(entry.file))
+        except KeyFileError as exc:
+            log.error("bureau key %r is unusable, commands signed with it will be refused: %s", entry.name, exc)
+    return trusted_key_map(keys)
+
+
+def build_dispatcher(config: AgentConfig, publish: Publish, *, now: Callable[[], datetime] = utc_now,
+                     clock_sync: Callable[[], bool | None] = clock_synchronized,
+                     handlers: Mapping[str, Handler] | None = None) -> CommandDispatcher:
+    """A dispatcher for this box's config; nonces live in DATA_DIR/nonces.sqlite."""
+    bureau = config.bureau
+    policy = VerifierPolicy(
+        site=config.site.id, device=config.device.id, trusted=load_trusted_keys(config),
+        commands=frozenset(bureau.commands), max_lifetime_s=bureau.max_command_lifetime_s,
+        clock_skew_s=bureau.clock_skew_s, max_payload_bytes=bureau.max_payload_bytes,
+        require_synchronized_clock=bureau.require_synchronized_clock,
+    )
+    if not policy.trusted:
+        log.warning("no trusted bureau key: every command will be refused")
+    nonces = NonceStore(Path(config.storage.data_dir) / "nonces.sqlite")
+    verifier = CommandVerifier(policy, nonces, now=now, clock_synchronized=clock_sync)
+    return CommandDispatcher(verifier, publish, handlers, tz=config.site.timezone,
+                             refusal_acks_per_minute=bureau.refusal_acks_per_minute)
+

@@ -1,0 +1,186 @@
+"""The shout-stop loop end to end, on real parts.
+
+A simulated noise meter on a socat pty pair, the whole daemon, a real Mosquitto, the speaker
+through PortAudio into the ALSA file sink, and gpiozero's mock pins. Noise over the night
+limit must give a `noise_over_limit` event, the warning clip (checked sample by sample in
+the captured audio), the strobe, and a signed evidence bundle that verifies at the bureau;
+when the noise drops, `ended` and the strobe goes low. A signed bureau `shout` plays.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from agent_config import BASE, write_config
+from broker import Broker, Recorder
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+from serial_helpers import socat_pair
+from test_speaker import AlsaSink, alsa_file_sink, espeak_cache, read_int16
+
+from drivers.modbus.profile import load_profile
+from edge_agent.config import load_config
+from edge_agent.daemon import build_agent
+from edge_agent.security.commands import sign_command
+from edge_agent.security.keys import Signer
+from firmware_tools.simulator import ConstantSource, SimMeter, Simulator
+
+STROBE, SPRAY = 27, 17
+ALWAYS_NIGHT = {"night": [{"start": "00:00", "end": "00:00"}], "quiet": []}
+
+
+@pytest.fixture
+def pins(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    pytest.importorskip("gpiozero")
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    if not isinstance(Device.pin_factory, MockFactory):
+        Device.pin_factory = MockFactory()
+    Device.pin_factory.reset()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+
+
+def levels(factory: object, pin: int) -> list[bool]:
+    return [s.state for s in factory.pin(pin).states[1:]]  # type: ignore[attr-defined]
+
+
+def events(bureau: Recorder, kind: str, state: str) -> list[dict]:
+    return [e for e in bureau.payloads("event") if e["kind"] == kind and e["state"] == state]
+
+
+def save_bundle(bureau: Recorder, folder: Path, violation_key: str) -> Path | None:
+    """Rebuild, from what the bureau received, the bundle whose manifest names this violation."""
+    with bureau.lock:
+        msgs = list(bureau.messages)
+    for msg in msgs:
+        if not msg.topic.endswith("/evidence"):
+            continue
+        manifest = json.loads(msg.payload)
+        if (manifest.get("violation") or {}).get("key") != violation_key:
+            continue
+        files = {m.topic.rsplit("/", 1)[1]: m.payload for m in msgs
+                 if m.topic.startswith(f"{BASE}/evidence/{manifest['id']}/")}
+        if set(files) != {f["name"] for f in manifest["files"]}:
+            return None  # not all of it has arrived yet
+        out = folder / manifest["id"]
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").write_bytes(msg.payload)
+        for name, data in files.items():
+            (out / name).write_bytes(data)
+        return out
+    return None
+
+
+def test_noise_over_night_limit_warns_strobes_and_sends_verified_evidence(
+        mosquitto: Broker, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, pins: object):
+    sink: AlsaSink = alsa_file_sink(tmp_path_factory)
+    espeak_cache(tmp_path_factory)  # skips without espeak-ng
+    bureau_key = Signer(Ed25519PrivateKey.generate())
+    with socat_pair(tmp_path) as pty:
+        sim = Simulator(pty.meter, [SimMeter(load_profile("renke_rs_zs_n01"), 1, ConstantSource(45.0))]).start()
+        config = write_config(
+            tmp_path, mosquitto.port,
+            meters=[{"id": "noise-1", "port": pty.agent, "profile": "renke_rs_zs_n01", "poll_interval_s": 0.5}],
+            schedule=ALWAYS_NIGHT,
+            speaker={"enabled": True, "sample_rate": 22050, "volume": 1.0},
+            relays=[{"id": "strobe", "pin": STROBE}, {"id": "spray", "pin": SPRAY}],
+            rules={"figure_validity": 0.1,  # the 60 s window counts after 6 s, to keep the test short
+                   "noise": {"window_s": 60, "timing": {"min_duration_s": 2, "clear_s": 1, "cooldown_s": 0}},
+                   "early_warning": {"enabled": False}, "night_lmax": {"enabled": False},
+                   "night_work": {"enabled": False}},
+            bureau={"trusted_keys": [{"name": "test-bureau", "public_key": bureau_key.public_b64}]},
+        )
+        bureau = Recorder(mosquitto.port, f"{BASE}/#").start()
+        agent = build_agent(load_config(config))
+        agent.start()
+        actions = agent.actions  # type: ignore[attr-defined]
+        try:
+            # Let the 60 s LAeq become valid at a quiet 45 dB(A): no violation.
+            engine = agent.figures.engine  # type: ignore[attr-defined]
+            assert bureau.wait_for(lambda: any(m.figure == "leq" and m.window_s == 60 and m.valid
+                                               for m in engine.rolling(datetime.now(timezone.utc))), timeout=20)
+            assert not bureau.payloads("event")
+
+            sim.set_value("noise_la", 75.0)  # over the night limit of 55
+            ramp = datetime.now(timezone.utc)
+            started = bureau.wait_for(lambda: events(bureau, "noise_over_limit", "started"), timeout=15)
+            assert started, "no noise_over_limit event"
+            began = datetime.fromisoformat(started[0]["started"])
+            assert started[0]["figures"]["limit"] == 55 and started[0]["figures"]["leq"] > 55
+            # Published within the configured minimum duration (2 s) plus one poll and one evaluation.
+            assert began - ramp < timedelta(seconds=2) and datetime.fromisoformat(started[0]["time"]) - began >= \
+                timedelta(seconds=2)
+            assert levels(pins, STROBE) == [True] and levels(pins, SPRAY) == []
+            assert actions.queue.wait_for(lambda evs: any(e.event == "played" and e.clip_id == "noise_stop"
+                                                          for e in evs), 30)
+
+            bundle = bureau.wait_for(lambda: save_bundle(bureau, tmp_path / "received", started[0]["key"]),
+                                     timeout=15)
+            assert bundle is not None, "no complete evidence bundle for the violation"
+            verify = subprocess.run([sys.executable, "-m", "edge_agent", "verify-evidence", str(bundle)],
+                                    capture_output=True, text=True)
+            assert verify.returncode == 0, verify.stdout + verify.stderr
+            readings = json.loads((bundle / "readings.json").read_bytes())["readings"]
+            assert any(r["value"] == 75.0 for r in readings) and any(r["value"] == 45.0 for r in readings)
+
+            sim.set_value("noise_la", 30.0)  # the loud samples must leave the 60 s window
+            ended = bureau.wait_for(lambda: events(bureau, "noise_over_limit", "ended"), timeout=90)
+            assert ended and ended[0]["key"] == started[0]["key"]
+            assert levels(pins, STROBE) == [True, False]
+
+            # A signed shout from the bureau plays (in the same daemon, same speaker).
+            now = datetime.now(timezone.utc)
+            body = {"v": 1, "id": "c-shout-1", "name": "shout", "site": "site-test", "device": "box-1",
+                    "issued_at": now.isoformat(), "expires_at": (now + timedelta(seconds=60)).isoformat(),
+                    "nonce": "9" * 32, "args": {"clip": "shout"}}
+            sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bureau-sender")
+            sender.connect("127.0.0.1", mosquitto.port)
+            sender.loop_start()
+            sender.publish(f"{BASE}/cmd/shout", json.dumps(sign_command(body, bureau_key)), qos=1).wait_for_publish(5)
+            done = bureau.wait_for(lambda: [a for a in bureau.payloads("cmd/ack") if a["result"] == "done"], 10)
+            assert done, bureau.payloads("cmd/ack")
+            assert actions.queue.wait_for(lambda evs: any(e.event == "played" and e.clip_id == "shout"
+                                                          for e in evs), 30)
+            sender.loop_stop()
+            sender.disconnect()
+        finally:
+            agent.stop(timeout=2)
+            bureau.stop()
+            sim.stop()
+
+    # The warning clip reached the sound card sample for sample, after its onset. The capture
+    # file holds the last stream the speaker opened: find the warning clip in it or, if the
+    # shout came in a stream of its own, check the shout clip instead.
+    captured, _rate = sink.captured()
+    for clip_id in ("shout", "noise_stop"):
+        clip = actions.clips.get(clip_id)
+        reference = read_int16(clip.path)
+        nz = np.flatnonzero(reference)
+        first = int(nz[0])
+        onset = _find(captured, reference[first:first + 2000])
+        if onset is not None:
+            assert np.array_equal(captured[onset:onset + len(reference) - first], reference[first:])
+            return
+    pytest.fail("neither the warning clip nor the shout was found in the captured audio")
+
+
+def _find(haystack: np.ndarray, needle: np.ndarray) -> int | None:
+    """Exact position of `needle` in `haystack` (the ALSA file path is bit-exact)."""
+    if len(needle) == 0 or len(haystack) < len(needle):
+        return None
+    candidates = np.flatnonzero(haystack[: len(haystack) - len(needle) + 1] == needle[0])
+    for i in candidates:
+        if np.array_equal(haystack[i:i + len(needle)], needle):
+            return int(i)
+    return None
