@@ -19,7 +19,7 @@ setup(
     include_package_data=True,
     package_data={
         "edge_agent": ["py.typed"],
-        "detectors": ["models/*.tflite", "models/*.yaml"],
+        "detectors": ["models/*.tflite", "models/*.yaml", "models/*.csv", "training/README.md"],
     },
     data_files=[
         ("share/edge-agent/config", ["config/example.yaml", "config/demo.yaml"]),
@@ -35,10 +35,14 @@ setup(
         "pymodbus>=3.8,<4",
         "sounddevice>=0.5",
         "gpiozero>=2.0",
+        "opencv-python-headless>=4.8",
+        "ai-edge-litert>=1.0",
     ],
     extras_require={
         "test": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", "types-PyYAML", "amqtt>=0.11"],
         "demo": ["amqtt>=0.11"],
+        # Reproducing the shipped models; never needed to run or test the agent.
+        "train": ["tensorflow-cpu>=2.16"],
     },
     entry_points={
         "console_scripts": [

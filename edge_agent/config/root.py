@@ -6,6 +6,7 @@ from pydantic import Field
 
 from edge_agent.config.actions import ActionRules, Relays, SpeakerConfig
 from edge_agent.config.base import Section
+from edge_agent.config.detectors import DetectorsConfig
 from edge_agent.config.hj212 import Hj212Config
 from edge_agent.config.logging import LoggingConfig
 from edge_agent.config.meters import Meters
@@ -44,4 +45,7 @@ class AgentConfig(Section):
     relays: Relays = Field(default_factory=list, description="Relay outputs (spray cannon, strobe) on GPIO pins.")
     actions: ActionRules = Field(
         default_factory=dict, description="Per violation kind: clip, relays, speaker priority (merged into defaults)."
+    )
+    detectors: DetectorsConfig = Field(
+        default_factory=DetectorsConfig, description="Video detectors: model overrides, threads, thresholds."
     )

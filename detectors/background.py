@@ -1,0 +1,67 @@
+"""A running background for a fixed camera, and the image checks every detector shares.
+
+Foreground pixels are learned slowly, so a plume or a parked truck is not absorbed at
+once, while daylight changes are followed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def valid_image(image: object) -> bool:
+    """A BGR uint8 image of a usable size; anything else is logged and skipped, never raised."""
+    ok = (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3
+          and image.shape[2] == 3 and image.shape[0] >= 16 and image.shape[1] >= 16)
+    if not ok:
+        log.warning("detector skipped an unusable image: %s", getattr(image, "shape", type(image).__name__))
+    return ok
+
+
+def downscale(image: np.ndarray, width: int) -> np.ndarray:
+    """Analysis copy at `width` pixels wide (aspect kept); one INTER_AREA resize."""
+    h, w = image.shape[:2]
+    if w <= width:
+        return image
+    return cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+class RunningBackground:
+    """Exponential running mean of a float image with a slower rate under the foreground."""
+
+    def __init__(self, rate: float = 0.05, foreground_rate: float = 0.002) -> None:
+        self.rate = rate
+        self.foreground_rate = foreground_rate
+        self.mean: np.ndarray | None = None
+
+    def ready(self, shape: tuple[int, ...]) -> bool:
+        return self.mean is not None and self.mean.shape == shape
+
+    def reset(self, frame: np.ndarray) -> None:
+        self.mean = frame.astype(np.float32).copy()
+
+    def update(self, frame: np.ndarray, foreground: np.ndarray | None = None) -> None:
+        if self.mean is None or self.mean.shape != frame.shape:
+            self.reset(frame)
+            return
+        if foreground is None:
+            cv2.accumulateWeighted(frame.astype(np.float32), self.mean, self.rate)
+            return
+        rate = np.where(foreground > 0, self.foreground_rate, self.rate).astype(np.float32)
+        self.mean += rate * (frame.astype(np.float32) - self.mean)
+
+
+def components(mask: np.ndarray, min_area: int) -> list[tuple[tuple[int, int, int, int], np.ndarray]]:
+    """Connected blobs of a binary mask: (box x0,y0,x1,y1, blob mask inside the box)."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    out = []
+    for i in range(1, n):
+        x, y, w, h, area = stats[i]
+        if area >= min_area:
+            out.append(((int(x), int(y), int(x + w), int(y + h)), (labels[y:y + h, x:x + w] == i)))
+    return out

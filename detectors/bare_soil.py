@@ -1,0 +1,147 @@
+"""Bare soil: a grid of patches inside each zone, classified bare / covered / hard → uncovered ratio.
+
+Patches where something is passing (people, vehicles: pixels that changed since the last
+analysis) keep their last class, and the zone's ratio is the median of the last few
+analyses, so passers-by neither raise nor clear a violation. A zone is confirmed once its
+ratio has stayed above `ratio_threshold` for `duration_s`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import cv2
+import numpy as np
+
+from detectors.background import downscale, valid_image
+from detectors.geometry import as_polygon, inside, polygon_mask
+from detectors.runtime import Classifier
+from detectors.types import Detection, Polygon, box_polygon
+
+log = logging.getLogger(__name__)
+NAME = "bare_soil"
+
+
+@dataclass(frozen=True)
+class SoilParams:
+    ratio_threshold: float = 0.1  # uncovered share of a zone above which it counts as uncovered
+    duration_s: float = 1800.0  # how long a zone must stay uncovered before it is confirmed
+    score_threshold: float = 0.5  # classifier probability for a patch to count as bare soil
+    grid: int = 16  # patches across the image width (square patches)
+    analysis_width: int = 640
+    classify_every_s: float = 0.0  # 0: classify at every analysis
+    smooth: int = 5  # median over this many analyses
+    foreground_level: float = 25.0  # grey-level change since the last analysis that marks something passing
+    foreground_share: float = 0.15  # a patch with more passing pixels than this keeps its last class
+
+
+@dataclass
+class _Zone:
+    name: str
+    polygon: Polygon
+    cells: list[tuple[int, int, int, int]] = field(default_factory=list)  # analysis pixels
+    labels: dict[int, bool] = field(default_factory=dict)  # cell index -> bare
+    ratios: deque[float] = field(default_factory=lambda: deque(maxlen=5))
+    above_since: datetime | None = None
+
+
+class BareSoilDetector:
+    """One per camera; zones are {name: [[x, y], ...]} in normalised coordinates."""
+
+    name = NAME
+
+    def __init__(self, classifier: Classifier, zones: Mapping[str, Sequence[Sequence[float]]],
+                 params: SoilParams | None = None, camera: str = "") -> None:
+        if not zones:
+            raise ValueError("bare_soil needs at least one zone")
+        self.classifier = classifier
+        self.params = params or SoilParams()
+        self.camera = camera
+        self.zones = [_Zone(n, as_polygon(pts), ratios=deque(maxlen=max(1, self.params.smooth)))
+                      for n, pts in zones.items()]
+        self._prev: np.ndarray | None = None
+        self._shape: tuple[int, int] | None = None
+        self._last_classified: datetime | None = None
+
+    def _layout(self, width: int, height: int) -> None:
+        """Cells of the grid whose centre lies inside each zone (recomputed if the size changes)."""
+        size = max(8, width // self.params.grid)
+        for zone in self.zones:
+            zone.cells = []
+            zone.labels = {}
+            for y in range(0, height - size + 1, size):
+                for x in range(0, width - size + 1, size):
+                    if inside(((x + size / 2) / width, (y + size / 2) / height), zone.polygon):
+                        zone.cells.append((x, y, x + size, y + size))
+            if not zone.cells:  # a zone smaller than one cell: one cell on its bounding box
+                mask = polygon_mask(zone.polygon, width, height)
+                ys, xs = np.nonzero(mask)
+                if len(xs):
+                    zone.cells.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+        self._shape = (height, width)
+
+    def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None) -> list[Detection]:
+        """One Detection per zone each time the zone is classified (confirmed when overdue)."""
+        if not valid_image(image_bgr):
+            return []
+        p = self.params
+        small = downscale(image_bgr, p.analysis_width)
+        grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        h, w = grey.shape
+        if self._shape != (h, w) or self._prev is None:
+            self._layout(w, h)
+            self._prev = grey
+        changed = (np.abs(grey - self._prev) > p.foreground_level).astype(np.uint8)
+        moving = cv2.dilate(changed, np.ones((5, 5), np.uint8))
+        self._prev = grey
+        if float(grey.mean()) < 8.0:  # black frame: no judgement, keep the state
+            return []
+        due = (self._last_classified is None or p.classify_every_s <= 0
+               or (time - self._last_classified).total_seconds() >= p.classify_every_s)
+        if not due:
+            return []
+        self._last_classified = time
+        return [self._zone_detection(zone, small, moving, time) for zone in self.zones]
+
+    def _zone_detection(self, zone: _Zone, small: np.ndarray, moving: np.ndarray, time: datetime) -> Detection:
+        p = self.params
+        todo = [i for i, (x0, y0, x1, y1) in enumerate(zone.cells)
+                if float(moving[y0:y1, x0:x1].mean()) <= p.foreground_share or i not in zone.labels]
+        crops = [small[zone.cells[i][1]:zone.cells[i][3], zone.cells[i][0]:zone.cells[i][2]] for i in todo]
+        if crops:
+            probs = self.classifier.classify(crops)
+            bare = self.classifier.labels.index("bare_soil") if "bare_soil" in self.classifier.labels else 0
+            for i, row in zip(todo, probs, strict=True):
+                zone.labels[i] = bool(row[bare] >= p.score_threshold and int(np.argmax(row)) == bare)
+        n = len(zone.cells)
+        bare_cells = [i for i, b in zone.labels.items() if b]
+        now_ratio = len(bare_cells) / n if n else 0.0
+        zone.ratios.append(now_ratio)
+        ratio = float(np.median(zone.ratios))
+        if ratio > p.ratio_threshold:
+            zone.above_since = zone.above_since or time
+        else:
+            zone.above_since = None
+        above_s = (time - zone.above_since).total_seconds() if zone.above_since else 0.0
+        confirmed = zone.above_since is not None and above_s >= p.duration_s
+        sh, sw = small.shape[:2]
+        regions = [zone.polygon] + [
+            box_polygon(c[0] / sw, c[1] / sh, c[2] / sw, c[3] / sh) for c in (zone.cells[i] for i in sorted(bare_cells))
+        ]
+        images: dict[str, np.ndarray] = {}
+        if confirmed:
+            xs = [c[0] for c in zone.cells] + [c[2] for c in zone.cells]
+            ys = [c[1] for c in zone.cells] + [c[3] for c in zone.cells]
+            images["zone"] = small[min(ys):max(ys), min(xs):max(xs)].copy()
+        return Detection(
+            detector=NAME, camera=self.camera, time=time, kind="bare_soil", key=f"{NAME}:{self.camera}:{zone.name}",
+            score=ratio, regions=tuple(regions),
+            metrics={"zone": zone.name, "uncovered_ratio": round(ratio, 3), "uncovered_ratio_now": round(now_ratio, 3),
+                     "above_s": round(above_s, 1), "cells": float(n), "bare_cells": float(len(bare_cells)),
+                     "passing_cells": float(n - len(todo))},
+            confirmed=confirmed, images=images,
+        )

@@ -1,0 +1,148 @@
+"""Black smoke: dark moving regions → CNN check → Ringelmann grade → persistence per track.
+
+Candidates are regions darker than the learned background (in linear light, after removing
+a global light change) that also changed since the previous analysis: a plume moves, a
+parked dark truck does not. Each candidate's crop goes through the smoke classifier; the
+Ringelmann grade compares the plume with the background model at the same pixels. A track
+is confirmed after `persist_k` smoky analyses out of the last `persist_n` whose median grade
+is above `grade_limit` (DOMAIN.md §3: ≥ 3 detections on one track).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+
+import cv2
+import numpy as np
+
+from detectors import ringelmann
+from detectors.background import RunningBackground, components, downscale, valid_image
+from detectors.geometry import Box, expand, normalise_box
+from detectors.runtime import Classifier
+from detectors.tracking import Tracker
+from detectors.types import Detection, box_polygon
+
+log = logging.getLogger(__name__)
+NAME = "black_smoke"
+
+
+@dataclass(frozen=True)
+class SmokeParams:
+    score_threshold: float = 0.5  # classifier probability of smoke
+    grade_limit: float = 1.0  # confirmed only above this Ringelmann grade (GB 36886-2018: grade 1, UNCONFIRMED)
+    persist_n: int = 5  # window of analyses per track
+    persist_k: int = 3  # smoky analyses needed in the window
+    analysis_width: int = 480  # pixels; candidates are found on this downscaled copy
+    min_blackness: float = 0.12  # a candidate pixel is at least this much darker than its background
+    min_area: float = 0.002  # smallest candidate, share of the image
+    min_motion: float = 0.05  # share of a candidate's pixels that changed since the last analysis
+    crop_margin: float = 0.25  # context around a candidate for the classifier
+
+
+@dataclass(frozen=True)
+class Candidate:
+    box: Box  # analysis pixels
+    mask: np.ndarray  # bool, inside the box
+    motion: float
+
+
+class BlackSmokeDetector:
+    """One per camera: holds the background model and the plume tracks of that camera."""
+
+    name = NAME
+
+    def __init__(self, classifier: Classifier, params: SmokeParams | None = None, camera: str = "") -> None:
+        self.classifier = classifier
+        self.params = params or SmokeParams()
+        self.camera = camera
+        self.background = RunningBackground(rate=0.05, foreground_rate=0.002)
+        self.tracker = Tracker(max_distance=0.15, max_missed=self.params.persist_n)
+        self._prev: np.ndarray | None = None
+
+    def candidates(self, lum: np.ndarray) -> tuple[list[Candidate], np.ndarray]:
+        """Dark, moving regions of a linear-luminance image against the background model."""
+        p = self.params
+        assert self.background.mean is not None and self._prev is not None
+        bg = self.background.mean
+        ratio = (lum + 1e-3) / (bg + 1e-3)
+        ratio /= max(float(np.median(ratio)), 1e-3)  # a cloud over the sun is not smoke
+        dark = (ratio < 1.0 - p.min_blackness).astype(np.uint8)
+        dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        dark = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+        changed = np.abs(lum - self._prev) > 0.08 * (bg + 0.02)
+        h, w = lum.shape
+        out = []
+        for box, mask in components(dark, int(p.min_area * h * w)):
+            x0, y0, x1, y1 = box
+            motion = float(changed[y0:y1, x0:x1][mask].mean())
+            if motion >= p.min_motion:
+                out.append(Candidate(box, mask, motion))
+        return out, dark
+
+    def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None) -> list[Detection]:
+        """Detections for the smoky tracks seen in this image (confirmed ones flagged)."""
+        if not valid_image(image_bgr):
+            return []
+        p = self.params
+        small = downscale(image_bgr, p.analysis_width)
+        lum = ringelmann.luminance(small)
+        if not self.background.ready(lum.shape) or self._prev is None or self._prev.shape != lum.shape:
+            self.background.reset(lum)
+            self._prev = lum
+            return []
+        if float(lum.mean()) < 2e-4:  # a black frame (night, lens covered): nothing to judge
+            self._prev = lum
+            return []
+        cands, dark = self.candidates(lum)
+        h, w = lum.shape
+        crops = [small[b[1]:b[3], b[0]:b[2]] for b in (expand(c.box, p.crop_margin, w, h) for c in cands)]
+        scores = self.classifier.positive_scores(crops) if crops else np.zeros(0)
+        smoky = [(c, float(s)) for c, s in zip(cands, scores, strict=True) if s >= p.score_threshold]
+        tracks, _ = self.tracker.update([normalise_box(c.box, w, h) for c, _ in smoky])
+        for tr in self.tracker.tracks.values():  # every track gets this analysis in its window
+            hist = tr.state.setdefault("hits", deque(maxlen=p.persist_n))
+            assert isinstance(hist, deque)
+            if tr not in tracks:
+                hist.append(None)
+        detections = []
+        bg = self.background.mean
+        assert bg is not None
+        for (cand, score), tr in zip(smoky, tracks, strict=True):
+            x0, y0, x1, y1 = cand.box
+            est = ringelmann.estimate(lum[y0:y1, x0:x1], bg[y0:y1, x0:x1], cand.mask)
+            hist = tr.state["hits"]
+            assert isinstance(hist, deque)
+            hist.append(est.grade)
+            grades = [g for g in hist if g is not None]
+            median_grade = float(np.median(grades))
+            confirmed = len(grades) >= p.persist_k and median_grade > p.grade_limit
+            detections.append(self._detection(image_bgr, small, bg, cand, tr.id, score, est, median_grade,
+                                              len(grades), confirmed, time))
+        self.background.update(lum, dark)
+        self._prev = lum
+        return detections
+
+    def _detection(self, image: np.ndarray, small: np.ndarray, bg: np.ndarray, cand: Candidate, track: int,
+                   score: float, est: ringelmann.RingelmannEstimate, median_grade: float, hits: int,
+                   confirmed: bool, time: datetime) -> Detection:
+        sh, sw = small.shape[:2]
+        nb = normalise_box(cand.box, sw, sh)
+        ih, iw = image.shape[:2]
+        fx0, fy0, fx1, fy1 = int(nb[0] * iw), int(nb[1] * ih), int(np.ceil(nb[2] * iw)), int(np.ceil(nb[3] * ih))
+        x0, y0, x1, y1 = cand.box
+        images: dict[str, np.ndarray] = {}
+        if confirmed:  # evidence only when it will be used: a full-resolution crop and the background patch
+            images["crop"] = image[fy0:fy1, fx0:fx1].copy()
+            patch = cv2.cvtColor(ringelmann.linear_to_srgb(bg[y0:y1, x0:x1]), cv2.COLOR_GRAY2BGR)
+            images["background"] = cv2.resize(patch, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_LINEAR)
+        return Detection(
+            detector=NAME, camera=self.camera, time=time, kind="black_smoke", key=f"{NAME}:{self.camera}:{track}",
+            score=score, regions=(box_polygon(*nb),),
+            metrics={"ringelmann": median_grade, "ringelmann_now": est.grade, "blackness": round(est.blackness, 3),
+                     "transmittance": round(est.transmittance, 3), "hits": float(hits),
+                     "window": float(self.params.persist_n), "motion": round(cand.motion, 3)},
+            confirmed=confirmed, images=images,
+        )

@@ -1,0 +1,61 @@
+"""`edge-agent eval-detector`: figures on a labelled folder; held-out figures match the cards (needs ../shared)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from detectors.runtime import MODELS_DIR
+from detectors.training import synth
+from edge_agent.cli import main
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def _folder(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    with (folder / "labels.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "label"])
+        for i in range(6):
+            label = synth.SOIL_CLASSES[i % 3]
+            cv2.imwrite(str(folder / f"{i}.jpg"), synth.soil_class_patch(label, 96, 96, rng))
+            w.writerow([f"{i}.jpg", label])
+        w.writerow(["missing.jpg", "bare_soil"])
+        w.writerow(["0.jpg", "unknown_label"])
+    return folder
+
+
+def test_eval_on_own_photos(tmp_path: Path, capsys) -> None:
+    assert main(["eval-detector", "bare_soil", str(_folder(tmp_path))]) == 0
+    out = capsys.readouterr().out
+    for word in ("precision", "recall", "F1", "confusion", "ms per image", "1 unknown label, 1 unreadable"):
+        assert word in out
+
+
+def test_eval_errors_are_reported(tmp_path: Path, capsys) -> None:
+    assert main(["eval-detector", "bare_soil", str(tmp_path)]) == 2
+    assert main(["eval-detector", "bare_soil", str(_folder(tmp_path)), "--model", str(tmp_path / "x.tflite")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets is not present")
+@pytest.mark.parametrize(("detector", "model", "dirs"), [
+    ("black_smoke", "smoke_cls", ["smoke", "smoke_negatives"]),
+    ("bare_soil", "soil_cls", ["soil"]),
+])
+def test_heldout_figures_match_the_card(capsys, detector: str, model: str, dirs: list[str]) -> None:
+    subset = MODELS_DIR / f"{model}.heldout.csv"
+    args = ["eval-detector", detector, *(str(SHARED / d) for d in dirs), "--subset", str(subset), "--json"]
+    assert main(args) == 0
+    figures = yaml.safe_load(capsys.readouterr().out.strip().splitlines()[-1])
+    card = yaml.safe_load((MODELS_DIR / f"{model}.yaml").read_text())["heldout"]
+    assert figures["n"] == card["n"]
+    assert abs(figures["f1"] - card["f1"]) <= 0.02
