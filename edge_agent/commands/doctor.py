@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from edge_agent.commands._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
-from edge_agent.doctor.checks import CHECKS, FAIL, PASS, Result
+from edge_agent.doctor.checks import FAIL, PASS, Result, all_checks
 
 NAME = "doctor"
 HELP = "check config, meters, cameras, broker, speaker, relays, clock and disk"
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     results: list[Result] = [Result("config", PASS, f"{args.config} is valid")]
     print(_line(results[0]), flush=True)
-    for check in CHECKS:
+    for check in all_checks():
         try:
             for result in check(config, args.actuate):
                 results.append(result)

@@ -83,4 +83,8 @@ def check_broker(config: AgentConfig, actuate: bool) -> Iterator[Result]:
     yield Result("broker", FAIL, detail, hint)
 
 
-CHECKS: list[CheckFn] = [check_data_dir, check_clock, check_broker]
+def all_checks() -> list[CheckFn]:
+    """In the order a technician works: storage and time, the link, then each device."""
+    from edge_agent.doctor.meters import check_meters
+
+    return [check_data_dir, check_clock, check_broker, check_meters]
