@@ -36,6 +36,8 @@ setup(
         "sounddevice>=0.5",
         "gpiozero>=2.0",
         "opencv-python-headless>=4.8",
+        "av>=14",
+        "Pillow>=10.1",
         "ai-edge-litert>=1.0",
     ],
     extras_require={

@@ -9,4 +9,4 @@ $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   python3-venv mosquitto mosquitto-clients socat libportaudio2 alsa-utils espeak-ng ffmpeg \
   gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly systemd >/dev/null
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly systemd fonts-wqy-microhei >/dev/null

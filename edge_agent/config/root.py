@@ -6,6 +6,7 @@ from pydantic import Field
 
 from edge_agent.config.actions import ActionRules, Relays, SpeakerConfig
 from edge_agent.config.base import Section
+from edge_agent.config.cameras import Cameras
 from edge_agent.config.detectors import DetectorsConfig
 from edge_agent.config.hj212 import Hj212Config
 from edge_agent.config.logging import LoggingConfig
@@ -33,6 +34,9 @@ class AgentConfig(Section):
     meters: Meters = Field(
         default_factory=list,
         description="RS-485 Modbus meters (noise, dust, weather); meters on one port share a bus.",
+    )
+    cameras: Cameras = Field(
+        default_factory=list, description="RTSP cameras: analysis rate, clips, watermark, zones, detectors, tamper."
     )
     hj212: Hj212Config | None = Field(
         None, description="HJ 212-2017 uplink to a bureau platform over TCP; omit if the bureau takes MQTT only."

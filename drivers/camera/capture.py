@@ -1,0 +1,395 @@
+"""One RTSP camera: a capture thread that demuxes, records and decodes only what analysis needs.
+
+Why PyAV rather than OpenCV or an ffmpeg subprocess: PyAV hands us the encoded packets (for the
+ring buffer and remuxed clips), lets us keep packets away from the decoder and set the
+decoder's `skip_frame` (keyframe-only decoding), and converts just the frames we keep to BGR.
+OpenCV decodes every frame and hides the packets; an ffmpeg subprocess would need a second
+process per camera and a pipe protocol for packets and frames.
+
+A watchdog thread watches packet arrival itself, so a frozen stream is reported after
+`watchdog_s` whatever the library does: the blocked reader is abandoned (it ends when
+its read finally fails) and a fresh connection is started beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+
+from drivers.camera.clock import StreamClock
+from drivers.camera.plan import DecodePlan
+from drivers.camera.ring import PacketRing, RingPacket, StreamInfo
+from drivers.types import Frame
+
+log = logging.getLogger(__name__)
+
+MAX_STUCK_READERS = 3  # abandoned readers still blocked in the library; beyond this we wait
+MAX_DECODE_ERRORS = 50  # consecutive undecodable packets before the stream counts as garbage
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    camera_id: str
+    url: str
+    analysis_fps: float = 1.0
+    decode: bool = True  # False: record only (the main stream when a sub-stream is analysed)
+    ring_s: float = 0.0  # seconds of packets kept for clips; 0: no ring
+    ring_max_bytes: int = 64 * 1024 * 1024
+    watchdog_s: float = 5.0
+    lost_after_s: float = 10.0
+    open_timeout_s: float = 10.0
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 5.0
+    transport: str = "tcp"
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """A change in a stream's life: connected, frozen (watchdog), lost (down for lost_after_s), error."""
+
+    camera_id: str
+    kind: str
+    time: float  # Unix seconds
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class CaptureHealth:
+    state: str  # ok, degraded, down
+    connected: bool
+    frozen: bool
+    fps_in: float  # packets (frames) per second arriving
+    frames_out: int  # frames handed to analysis
+    decoded: int  # packets sent to the decoder
+    skipped: int  # packets kept away from the decoder
+    decode_mode: str  # keyframes, gop, all (GOP not yet known), none (record only)
+    gop_s: float | None
+    last_frame: float | None  # Unix seconds of the last frame handed on
+    last_packet: float | None
+    reconnects: int
+    last_error: str | None
+    ring: dict[str, Any] | None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["fps_in"] = round(self.fps_in, 2)
+        return out
+
+
+def redact(url: str) -> str:
+    """The URL without credentials, for logs and health."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+class CameraCapture:
+    """Reads one stream on its own thread; `on_frame` gets `Frame`s at the analysis rate.
+
+    `on_frame` runs on the capture thread and should return quickly (queue heavy work).
+    """
+
+    def __init__(
+        self,
+        settings: CaptureSettings,
+        on_frame: Callable[[Frame], None] | None = None,
+        on_event: Callable[[StreamEvent], None] | None = None,
+    ):
+        self.settings = settings
+        self.on_frame = on_frame
+        self.on_event = on_event
+        self.ring = PacketRing(settings.ring_s, settings.ring_max_bytes) if settings.ring_s > 0 else None
+        self._plan = DecodePlan(1.0 / settings.analysis_fps)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._gen = 0
+        self._readers: list[threading.Thread] = []
+        self._reader: threading.Thread | None = None  # the current (not abandoned) reader
+        self._watchdog: threading.Thread | None = None
+        self._connected = False
+        self._frozen = False
+        self._lost = False
+        self._in_callback = False
+        self._last_packet_mono: float | None = None
+        self._good_since = time.monotonic()  # start of the current outage is measured from here
+        self._last_packet: float | None = None
+        self._arrivals: deque[float] = deque()
+        self._latest: Frame | None = None
+        self._frames_out = 0
+        self._reconnects = 0
+        self._sessions = 0
+        self._last_error: str | None = None
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._good_since = time.monotonic()
+        self._spawn_reader()
+        self._watchdog = threading.Thread(target=self._watch, name=f"cam-{self.settings.camera_id}-watchdog",
+                                          daemon=True)
+        self._watchdog.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the threads to end; a reader stuck in the library is left to its read timeout."""
+        self._stop.set()
+        with self._lock:
+            self._gen += 1
+        deadline = time.monotonic() + timeout
+        for thread in [*self._readers, self._watchdog]:
+            if thread is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+    def latest_frame(self) -> Frame | None:
+        """The last frame handed to analysis (for snapshots)."""
+        return self._latest
+
+    def health(self) -> CaptureHealth:
+        now = time.monotonic()
+        with self._lock:
+            while self._arrivals and self._arrivals[0] < now - 5.0:
+                self._arrivals.popleft()
+            fps = len(self._arrivals) / 5.0
+            down_for = now - self._good_since
+            if self._connected and not self._frozen:
+                state = "ok"
+            elif down_for < self.settings.lost_after_s and self._sessions > 0:
+                state = "degraded"
+            else:
+                state = "down"
+            mode = "none"
+            if self.settings.decode:
+                mode = "all" if self._plan.gop_s is None else ("keyframes" if self._plan.keyframes_only else "gop")
+            latest = self._latest
+            return CaptureHealth(
+                state=state, connected=self._connected, frozen=self._frozen, fps_in=fps,
+                frames_out=self._frames_out, decoded=self._plan.decoded, skipped=self._plan.skipped,
+                decode_mode=mode, gop_s=None if self._plan.gop_s is None else round(self._plan.gop_s, 3),
+                last_frame=latest.time.timestamp() if latest else None, last_packet=self._last_packet,
+                reconnects=self._reconnects, last_error=self._last_error,
+                ring=self.ring.stats() if self.ring else None,
+            )
+
+    # --- reader ----------------------------------------------------------------------------
+
+    def _spawn_reader(self) -> None:
+        with self._lock:
+            self._readers = [t for t in self._readers if t.is_alive()]
+            if len(self._readers) > MAX_STUCK_READERS:
+                log.error("camera %s: %d readers stuck in the video library; not starting another",
+                          self.settings.camera_id, len(self._readers))
+                return
+            self._gen += 1
+            gen = self._gen
+            thread = threading.Thread(target=self._run, args=(gen,), name=f"cam-{self.settings.camera_id}",
+                                      daemon=True)
+            self._readers.append(thread)
+            self._reader = thread
+        thread.start()
+
+    def _current(self, gen: int) -> bool:
+        return gen == self._gen and not self._stop.is_set()
+
+    def _run(self, gen: int) -> None:
+        delay = self.settings.reconnect_min_s
+        while self._current(gen):
+            started = time.monotonic()
+            try:
+                self._session(gen)
+                if self._current(gen):
+                    self._fail(gen, "stream ended")
+            except Exception as exc:  # av errors, network errors, garbage: never take the box down
+                if self._current(gen):
+                    self._fail(gen, f"{type(exc).__name__}: {exc}")
+            if not self._current(gen):
+                return
+            if time.monotonic() - started > 2 * self.settings.reconnect_max_s:
+                delay = self.settings.reconnect_min_s  # it had been streaming: retry soon
+            wait = delay * random.uniform(0.8, 1.2)
+            log.debug("camera %s: reconnecting in %.1f s", self.settings.camera_id, wait)
+            if self._stop.wait(wait):
+                return
+            delay = min(delay * 2, self.settings.reconnect_max_s)
+            with self._lock:
+                self._reconnects += 1
+
+    def _fail(self, gen: int, reason: str) -> None:
+        with self._lock:
+            if gen != self._gen:
+                return
+            was = self._connected
+            repeated = not was and reason == self._last_error
+            self._connected = False
+            self._last_error = reason
+        # A dead camera retries every few seconds: say it once, not 20 000 times a day.
+        (log.debug if repeated else log.warning)(
+            "camera %s (%s): %s", self.settings.camera_id, redact(self.settings.url), reason)
+        if was:
+            self._emit(StreamEvent(self.settings.camera_id, "error", time.time(), reason))
+
+    def _session(self, gen: int) -> None:
+        s = self.settings
+        options = {
+            "rtsp_transport": s.transport,
+            "timeout": str(int(s.open_timeout_s * 1e6)),  # socket I/O timeout (microseconds)
+            "analyzeduration": "500000",
+            "probesize": "262144",
+        }
+        # The library's own read timeout only frees a stuck reader; freezes are judged by _watch.
+        with av.open(s.url, options=options, timeout=(s.open_timeout_s, 3 * s.watchdog_s)) as container:
+            if not container.streams.video:
+                raise RuntimeError("no video stream in the source")
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
+            ctx.thread_count = 1  # frames out at once, least memory; one frame a second needs no threads
+            tb = stream.time_base
+            if tb is None:
+                raise RuntimeError("stream has no time base")
+            with self._lock:
+                self._sessions += 1
+            self._plan.reset()
+            clock = StreamClock()
+            info: StreamInfo | None = None
+            skip = ""
+            errors = 0
+            first = True
+            for packet in container.demux(stream):
+                if not self._current(gen):
+                    return
+                ts = packet.dts if packet.dts is not None else packet.pts
+                if ts is None:
+                    continue
+                arrival = time.time()
+                stream_s = float(ts * tb)
+                wall = clock.monotonic(clock.wall(stream_s, arrival))
+                key = packet.is_keyframe
+                self._on_packet(arrival, first)
+                first = False
+                if self.ring is not None and (info is not None or key):
+                    data = bytes(packet)
+                    if info is None:
+                        info = _stream_info(stream, data)
+                    self.ring.add(info, RingPacket(wall, packet.pts, ts, key, data))
+                if not s.decode:
+                    continue
+                want = "NONKEY" if self._plan.keyframes_only else "DEFAULT"
+                if want != skip:
+                    ctx.skip_frame = want
+                    skip = want
+                if not self._plan.feed(stream_s, key):
+                    continue
+                try:
+                    frames = ctx.decode(packet)
+                    errors = 0
+                except av.FFmpegError as exc:
+                    errors += 1
+                    if errors >= MAX_DECODE_ERRORS:
+                        raise RuntimeError(f"{errors} undecodable packets in a row: {exc}") from exc
+                    continue
+                for frame in frames:
+                    fts = float(frame.pts * tb) if frame.pts is not None else stream_s
+                    if self._plan.take(fts):
+                        self._hand_on(Frame(
+                            camera_id=s.camera_id,
+                            time=datetime.fromtimestamp(min(clock.at(fts), arrival), timezone.utc),
+                            image=frame.to_ndarray(format="bgr24"),
+                            keyframe=bool(frame.key_frame),
+                        ))
+
+    def _on_packet(self, arrival: float, first: bool) -> None:
+        now = time.monotonic()
+        resumed = None
+        with self._lock:
+            self._last_packet_mono = now
+            self._last_packet = arrival
+            self._good_since = now
+            self._arrivals.append(now)
+            if first or not self._connected:
+                resumed = "after a freeze" if self._frozen else ("after an outage" if self._lost else "")
+                self._connected = True
+                self._frozen = False
+                self._lost = False
+        if resumed is not None:
+            log.info("camera %s: streaming %s", self.settings.camera_id, resumed)
+            self._emit(StreamEvent(self.settings.camera_id, "connected", arrival, resumed))
+
+    def _hand_on(self, frame: Frame) -> None:
+        self._latest = frame
+        with self._lock:
+            self._frames_out += 1
+        if self.on_frame is None:
+            return
+        self._in_callback = True
+        try:
+            self.on_frame(frame)
+        except Exception:
+            log.exception("camera %s: frame consumer failed", self.settings.camera_id)
+        finally:
+            self._in_callback = False
+            with self._lock:
+                # Time spent in the consumer is not the stream's fault.
+                self._good_since = self._last_packet_mono = time.monotonic()
+
+    def _emit(self, event: StreamEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("camera %s: event consumer failed", self.settings.camera_id)
+
+    # --- watchdog --------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        s = self.settings
+        period = min(0.25, s.watchdog_s / 10)
+        while not self._stop.wait(period):
+            now = time.monotonic()
+            event: StreamEvent | None = None
+            restart = False
+            with self._lock:
+                if self._in_callback:
+                    continue
+                silent = now - (self._last_packet_mono or self._good_since)
+                if self._connected and not self._frozen and silent >= s.watchdog_s:
+                    self._frozen = True
+                    self._connected = False
+                    self._last_error = f"stream frozen: no packet for {silent:.1f} s"
+                    event = StreamEvent(s.camera_id, "frozen", time.time(), self._last_error)
+                    restart = True
+                elif not self._lost and now - self._good_since >= s.lost_after_s:
+                    self._lost = True
+                    event = StreamEvent(s.camera_id, "lost", time.time(),
+                                        self._last_error or f"no video for {s.lost_after_s:.0f} s")
+            if event is not None:
+                (log.error if event.kind == "lost" else log.warning)(
+                    "camera %s: %s", s.camera_id, event.detail if event.kind == "frozen" else f"lost: {event.detail}")
+                self._emit(event)
+            if restart:
+                with self._lock:
+                    self._reconnects += 1
+                self._spawn_reader()  # the stuck reader's generation is now stale: it exits when freed
+            elif not self._stop.is_set() and (self._reader is None or not self._reader.is_alive()):
+                log.error("camera %s: reader thread is gone; starting a new one", s.camera_id)
+                self._spawn_reader()
+
+
+def _stream_info(stream: Any, first_key: bytes) -> StreamInfo:
+    ctx = stream.codec_context
+    extradata = bytes(ctx.extradata or b"")
+    return StreamInfo(
+        codec=ctx.name, time_base=stream.time_base, width=ctx.width, height=ctx.height,
+        extradata=extradata, header=extradata + first_key,
+    )

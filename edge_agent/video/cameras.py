@@ -1,0 +1,248 @@
+"""The cameras component: capture threads for every configured camera, plus what evidence needs.
+
+Per analysis frame it computes the motion gate and the tamper checks, reports tamper and
+stream faults as Violations, and hands the frame on (with its motion figure) to detectors.
+For evidence it offers a watermarked JPEG (`snapshot`) and a remuxed MP4 clip (`clip`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from drivers.camera import CameraCapture, CaptureSettings, ClipError, ClipInfo, StreamEvent, redact
+from drivers.camera.osd import watermark_jpeg
+from drivers.types import Frame
+from edge_agent.config.cameras import CameraConfig
+from edge_agent.types import Violation
+from edge_agent.video.motion import MotionGate
+from edge_agent.video.prep import small_grey
+from edge_agent.video.tamper import TamperMonitor
+
+log = logging.getLogger(__name__)
+
+RING_MARGIN_S = 10.0  # a clip may need up to one GOP before its start: room for GOPs up to ~10 s
+
+
+class CameraUnavailable(LookupError):
+    """No such camera, or it has no picture to give yet."""
+
+
+@dataclass(frozen=True)
+class CameraFrame:
+    """An analysis frame with what the core knows about it."""
+
+    frame: Frame
+    motion: float  # share of pixels changed since the previous analysis frame
+    moving: bool  # motion above the camera's motion_min_ratio: detectors may skip still frames
+    tampered: bool  # view covered, blurred or moved: detections on it are not to be trusted
+
+
+class _Camera:
+    """One configured camera: its capture thread(s), motion gate and tamper monitor."""
+
+    def __init__(self, cfg: CameraConfig, owner: CamerasComponent):
+        self.cfg = cfg
+        self.owner = owner
+        self.motion = MotionGate(cfg.motion_min_ratio)
+        self.tamper = TamperMonitor(cfg.id, cfg.tamper)
+        self.error: str | None = None
+        self.analysis: CameraCapture | None = None
+        self.recorder: CameraCapture | None = None
+        try:
+            main, sub = cfg.stream_urls()
+        except ValueError as exc:  # an unreadable password secret: this camera stays down, the rest runs
+            self.error = str(exc)
+            log.error("camera %s: %s", cfg.id, exc)
+            return
+        ring_s = cfg.clip_pre_s + cfg.clip_post_s + RING_MARGIN_S
+        base = CaptureSettings(
+            cfg.id, main, analysis_fps=cfg.analysis_fps, ring_s=ring_s, watchdog_s=cfg.watchdog_s,
+            lost_after_s=cfg.tamper.lost_after_s, open_timeout_s=cfg.open_timeout_s,
+            reconnect_min_s=cfg.reconnect_min_s, reconnect_max_s=cfg.reconnect_max_s, transport=cfg.transport,
+        )
+        if sub is None:
+            self.analysis = self.recorder = CameraCapture(base, on_frame=self.on_frame, on_event=self.on_event)
+        else:  # decode the small sub-stream; record the main stream without decoding it
+            self.analysis = CameraCapture(replace(base, url=sub, ring_s=0.0), on_frame=self.on_frame,
+                                          on_event=self.on_event)
+            self.recorder = CameraCapture(replace(base, decode=False), on_event=self.on_main_event)
+
+    def captures(self) -> list[CameraCapture]:
+        return [c for c in {id(c): c for c in (self.analysis, self.recorder) if c is not None}.values()]
+
+    def on_frame(self, frame: Frame) -> None:
+        grey = small_grey(frame.image)
+        sample = self.motion.update(grey)
+        for violation in self.tamper.observe(grey, frame.time):
+            self.owner._violation(violation)
+        self.owner._frame(CameraFrame(frame, sample.ratio, sample.moving, self.tamper.view_tampered))
+
+    def on_event(self, event: StreamEvent) -> None:
+        if event.kind == "connected":
+            self.motion.reset()
+        for violation in self.tamper.stream_event(event.kind, datetime.fromtimestamp(event.time, timezone.utc),
+                                                  event.detail):
+            self.owner._violation(violation)
+
+    def on_main_event(self, event: StreamEvent) -> None:
+        """The recorded main stream of a sub-stream camera: faults are logged, clips just get shorter."""
+        if event.kind in ("frozen", "lost"):
+            log.warning("camera %s: main stream %s (%s); clips will miss this time", self.cfg.id, event.kind,
+                        event.detail)
+
+
+class CamerasComponent:
+    """The `cameras` Component: start(), stop(), health(); snapshot() and clip() for evidence."""
+
+    name = "cameras"
+
+    def __init__(
+        self,
+        configs: Sequence[CameraConfig],
+        tz: str | ZoneInfo,
+        on_frame: Callable[[CameraFrame], None],
+        on_violation: Callable[[Violation], None],
+        *,
+        site: str = "",
+        device: str = "",
+        clip_dir: Path | None = None,
+    ):
+        self.tz = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+        self.on_frame = on_frame
+        self.on_violation = on_violation
+        self.site, self.device = site, device
+        self.clip_dir = clip_dir
+        self._cameras = {c.id: _Camera(c, self) for c in configs if c.enabled}
+
+    # --- Component -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for cam in self._cameras.values():
+            for capture in cam.captures():
+                capture.start()
+                log.info("camera %s: reading %s at %.2g analysis fps", cam.cfg.id, redact(capture.settings.url),
+                         cam.cfg.analysis_fps)
+
+    def stop(self) -> None:
+        for cam in self._cameras.values():
+            for capture in cam.captures():
+                capture.stop()
+
+    def health(self) -> Mapping[str, Any]:
+        cameras: dict[str, Any] = {}
+        rank = {"ok": 0, "degraded": 1, "down": 2}
+        worst = "ok"
+        for cam_id, cam in self._cameras.items():
+            if cam.analysis is None:
+                entry: dict[str, Any] = {"state": "down", "last_error": cam.error}
+            else:
+                entry = cam.analysis.health().as_dict()
+                if cam.recorder is not cam.analysis and cam.recorder is not None:
+                    entry["main_stream"] = cam.recorder.health().as_dict()
+            entry["tamper"] = cam.tamper.active()
+            if entry["tamper"] and entry["state"] == "ok":
+                entry["state"] = "degraded"
+            cameras[cam_id] = entry
+            worst = max(worst, entry["state"], key=lambda s: rank.get(s, 2))
+        return {"state": worst if cameras else "ok", "cameras": cameras}
+
+    # --- evidence --------------------------------------------------------------------------
+
+    def camera_ids(self) -> list[str]:
+        return list(self._cameras)
+
+    def snapshot(self, camera_id: str, violation_text: str, *, at: datetime | None = None) -> bytes:
+        """A JPEG with the watermark (site, device, camera, local time, violation).
+
+        The picture is the latest analysis frame or, for a sub-stream camera or when `at` is
+        given, the main-stream frame at that time decoded from the packet ring. The stamped time
+        is the frame's capture time, not the time of the call.
+        """
+        cam = self._get(camera_id)
+        image: Any = None
+        taken: datetime | None = None
+        ring = cam.recorder.ring if cam.recorder is not None else None
+        if ring is not None and (at is not None or cam.recorder is not cam.analysis):
+            target = at.timestamp() if at is not None else (ring.newest() or time.time())
+            try:
+                found = ring.decode_at(target)
+            except Exception as exc:
+                log.warning("camera %s: decoding the snapshot from the ring failed: %s", camera_id, exc)
+                found = None
+            if found is not None:
+                taken, image = datetime.fromtimestamp(found[0], timezone.utc), found[1]
+        if image is None:
+            latest = cam.analysis.latest_frame() if cam.analysis is not None else None
+            if latest is None:
+                raise CameraUnavailable(f"camera {camera_id} has no picture yet")
+            taken, image = latest.time, latest.image
+        assert taken is not None
+        local = taken.astimezone(self.tz)
+        lines = [
+            " ".join(x for x in (self.site, self.device, camera_id) if x),
+            f"{local:%Y-%m-%d %H:%M:%S} {local:%z} ({self.tz.key})",
+            violation_text,
+            cam.cfg.osd_text,
+        ]
+        return watermark_jpeg(image, lines)
+
+    def clip_info(self, camera_id: str, around: datetime, pre_s: float | None = None, post_s: float | None = None,
+                  *, path: Path | None = None, timeout_s: float | None = None) -> ClipInfo:
+        """Wait until `post_s` after `around` is recorded, then remux [around - pre_s, around + post_s].
+
+        The clip starts at the keyframe at or before its start. If the stream dies meanwhile,
+        what was recorded is written (check ClipInfo.end); raises ClipError when there is nothing.
+        """
+        cam = self._get(camera_id)
+        if cam.recorder is None or cam.recorder.ring is None:
+            raise CameraUnavailable(f"camera {camera_id} records no video")
+        pre = cam.cfg.clip_pre_s if pre_s is None else pre_s
+        post = cam.cfg.clip_post_s if post_s is None else post_s
+        start = around.timestamp() - pre
+        end = around.timestamp() + post
+        wait = (end - time.time()) + cam.cfg.watchdog_s + 2.0 if timeout_s is None else timeout_s
+        if not cam.recorder.ring.wait_until(end, wait):
+            log.warning("camera %s: clip until %s is incomplete (stream stalled)", camera_id, around + timedelta(
+                seconds=post))
+        if path is None:
+            base = self.clip_dir or Path("/tmp")
+            base.mkdir(parents=True, exist_ok=True)
+            path = base / f"{camera_id}_{around.astimezone(timezone.utc):%Y%m%dT%H%M%S_%f}Z.mp4"
+        return cam.recorder.ring.write_clip(start, end, path)
+
+    def clip(self, camera_id: str, around: datetime, pre_s: float | None = None, post_s: float | None = None,
+             *, path: Path | None = None, timeout_s: float | None = None) -> Path:
+        """As clip_info(), returning the MP4's path."""
+        return self.clip_info(camera_id, around, pre_s, post_s, path=path, timeout_s=timeout_s).path
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _get(self, camera_id: str) -> _Camera:
+        try:
+            return self._cameras[camera_id]
+        except KeyError:
+            raise CameraUnavailable(f"no camera {camera_id!r} (configured: {', '.join(self._cameras)})") from None
+
+    def _violation(self, violation: Violation) -> None:
+        (log.warning if violation.state == "started" else log.info)(
+            "camera %s: %s %s %s", violation.source, violation.kind, violation.state, violation.figures.get("reason"))
+        try:
+            self.on_violation(violation)
+        except Exception:
+            log.exception("violation consumer failed")
+
+    def _frame(self, frame: CameraFrame) -> None:
+        try:
+            self.on_frame(frame)
+        except Exception:
+            log.exception("frame consumer failed")
+
+
+__all__ = ["CameraFrame", "CameraUnavailable", "CamerasComponent", "ClipError", "ClipInfo"]

@@ -1,0 +1,326 @@
+"""Capture against a real GStreamer RTSP server on 127.0.0.1: frames, reconnects, freezes, clips, snapshots.
+
+The server's `--clock` stream paints the wall-clock time into every frame, so a decoded frame
+says when it was made: frame times and clip contents are checked against that, not assumed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from rtsp_helpers import RtspServer, free_port, read_barcode, require_ffmpeg, require_rtsp
+
+from drivers.camera import CameraCapture, CaptureSettings, StreamEvent
+from drivers.camera.osd import draw_watermark
+from drivers.types import Frame
+from edge_agent.config.cameras import CameraConfig
+from edge_agent.types import Violation
+from edge_agent.video.cameras import CameraFrame, CamerasComponent
+
+
+@pytest.fixture
+def clock_server() -> Iterator[RtspServer]:
+    require_rtsp()
+    server = RtspServer(free_port(), "--clock", "--fps", "15", "--gop", "15").start()
+    yield server
+    server.kill()
+
+
+class Sink:
+    """Collects frames and events from capture threads."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self.events: list[StreamEvent] = []
+        self.cond = threading.Condition()
+
+    def frame(self, frame: Frame) -> None:
+        with self.cond:
+            self.frames.append(frame)
+            self.cond.notify_all()
+
+    def event(self, event: StreamEvent) -> None:
+        with self.cond:
+            self.events.append(event)
+            self.cond.notify_all()
+
+    def wait_frames(self, n: int, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.frames) >= n, timeout)
+
+
+def test_frames_flow_at_the_analysis_rate_from_keyframes_only(clock_server: RtspServer) -> None:
+    sink = Sink()
+    cap = CameraCapture(CaptureSettings("cam1", clock_server.url, analysis_fps=1.0), sink.frame, sink.event)
+    cap.start()
+    try:
+        assert sink.wait_frames(3, 15), f"frames did not flow: {cap.health()}"
+        warm = cap.health()  # the GOP length is known from here on
+        assert sink.wait_frames(7, 10)
+        health = cap.health()
+    finally:
+        cap.stop()
+    frames = sink.frames
+    assert frames[0].image.shape == (240, 320, 3)
+    gaps = [(b.time - a.time).total_seconds() for a, b in itertools.pairwise(frames)]
+    assert all(0.8 < g < 1.3 for g in gaps), gaps  # one a second, not every frame
+    # Keyframe every second = analysis rate: only keyframes reach the decoder.
+    assert health.decode_mode == "keyframes"
+    assert all(f.keyframe for f in frames[1:])
+    decoded, skipped = health.decoded - warm.decoded, health.skipped - warm.skipped
+    assert decoded == health.frames_out - warm.frames_out, (warm, health)  # one decode per analysis frame
+    assert skipped >= 10 * decoded, (warm, health)  # 14 of 15 packets never reach the decoder
+    # The frame's capture time matches the time painted into it (latency of the loopback path only).
+    for f in frames:
+        painted = read_barcode(f.image)
+        assert -0.05 <= f.time.timestamp() - painted <= 0.5, (f.time, painted)
+    assert health.state == "ok" and health.connected and health.reconnects == 0
+
+
+def test_long_gop_decodes_only_up_to_the_needed_frame() -> None:
+    require_rtsp()
+    server = RtspServer(free_port(), "--clock", "--fps", "15", "--gop", "30").start()  # keyframe every 2 s
+    sink = Sink()
+    cap = CameraCapture(CaptureSettings("cam1", server.url, analysis_fps=1.0), sink.frame)
+    cap.start()
+    try:
+        assert sink.wait_frames(7, 20)
+        health = cap.health()
+    finally:
+        cap.stop()
+        server.kill()
+    assert health.decode_mode == "gop"
+    assert not all(f.keyframe for f in sink.frames[2:])  # the mid-GOP frame is a P-frame
+    # Per 2 s GOP (30 packets): the keyframe and the 15 P-frames up to the 1 s mark, not the rest.
+    share = health.decoded / (health.decoded + health.skipped)
+    assert 0.35 < share < 0.75, health
+
+
+def test_reconnects_within_10_s_after_the_server_restarts(clock_server: RtspServer) -> None:
+    sink = Sink()
+    cap = CameraCapture(CaptureSettings("cam1", clock_server.url, analysis_fps=2.0, watchdog_s=3.0,
+                                        lost_after_s=2.0), sink.frame, sink.event)
+    cap.start()
+    try:
+        assert sink.wait_frames(2, 15)
+        clock_server.kill()
+        time.sleep(4.0)  # down long enough for the back-off to grow
+        assert cap.health().state == "down"
+        assert any(e.kind == "lost" for e in sink.events)
+        before = len(sink.frames)
+        clock_server.start()
+        restarted = time.monotonic()
+        assert sink.wait_frames(before + 1, 10.0), "no frame within 10 s of the restart"
+        took = time.monotonic() - restarted
+        health = cap.health()
+    finally:
+        cap.stop()
+    assert took <= 10.0
+    assert health.reconnects >= 1 and health.state == "ok"
+    assert [e.kind for e in sink.events][-1] == "connected"
+
+
+def _component(
+    url: str, clip_dir: Path, **extra: object
+) -> tuple[CamerasComponent, list[Violation], list[CameraFrame]]:
+    cfg = CameraConfig.model_validate({
+        "id": "cam1", "url": url, "analysis_fps": 2.0, "clip_pre_s": 3.0, "clip_post_s": 2.0,
+        "osd_text": "1号塔吊 南侧", **extra,
+    })
+    violations: list[Violation] = []
+    frames: list[CameraFrame] = []
+    comp = CamerasComponent([cfg], "Asia/Shanghai", frames.append, violations.append,
+                            site="工地A", device="box1", clip_dir=clip_dir)
+    return comp, violations, frames
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_freeze_is_reported_within_the_watchdog_time(clock_server: RtspServer, tmp_path: Path) -> None:
+    watchdog = 2.0
+    comp, violations, frames = _component(clock_server.url, tmp_path, watchdog_s=watchdog,
+                                          open_timeout_s=2.0, tamper={"enabled": True, "lost_after_s": 30})
+    comp.start()
+    try:
+        assert _wait(lambda: len(frames) >= 2, 15)
+        clock_server.freeze()  # SIGSTOP: the TCP connection stays open, nothing more arrives
+        frozen_at = time.monotonic()
+        # Packets already in the socket buffers still arrive after SIGSTOP (seconds of them on a loaded
+        # machine), so the watchdog's promise is judged from the last packet that arrived.
+        assert _wait(lambda: any(v.kind == "device_fault" for v in violations), watchdog + 4), comp.health()
+        took = time.monotonic() - frozen_at
+        cam = comp.health()["cameras"]["cam1"]
+        assert cam["frozen"] and cam["state"] in ("degraded", "down")
+        started = next(v for v in violations if v.kind == "device_fault")
+        assert started.state == "started" and started.figures["reason"] == "stream_frozen"
+        silent = started.time.timestamp() - cam["last_packet"]
+        # Reported once `watchdog` seconds pass without a packet (checked every 0.2 s): not before, not much after.
+        assert watchdog - 0.05 <= silent <= watchdog + 0.5, silent
+        assert took <= watchdog + 4, took
+        clock_server.thaw()
+        assert _wait(lambda: any(v.kind == "device_fault" and v.state == "ended" for v in violations), 15)
+        assert comp.health()["cameras"]["cam1"]["state"] == "ok"
+    finally:
+        clock_server.thaw()
+        comp.stop()
+
+
+def _ffprobe(path: Path, *args: str) -> dict[str, Any]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args, str(path)],
+                         capture_output=True, text=True, check=True, timeout=30)
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def test_clip_holds_the_pre_event_seconds_and_plays(clock_server: RtspServer, tmp_path: Path) -> None:
+    require_ffmpeg()
+    comp, violations, frames = _component(clock_server.url, tmp_path)
+    comp.start()
+    try:
+        assert _wait(lambda: len(frames) >= 2, 15)
+        time.sleep(4.0)  # more than clip_pre_s recorded
+        around = datetime.now(timezone.utc)
+        info = comp.clip_info("cam1", around)  # waits for the 2 post seconds
+        returned = datetime.now(timezone.utc)
+    finally:
+        comp.stop()
+    t0 = around.timestamp()
+    assert (returned - around).total_seconds() >= 2.0  # it waited for the post-event seconds
+    path = info.path
+    assert path.exists() and path.suffix == ".mp4"
+
+    # It plays: ffmpeg decodes every frame without a single error.
+    decode = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "null", "-"],
+                            capture_output=True, text=True, timeout=60)
+    assert decode.returncode == 0 and decode.stderr.strip() == "", decode.stderr
+    probe = _ffprobe(path, "-show_entries", "format=start_time,duration:stream=codec_name,nb_frames")
+    assert probe["streams"][0]["codec_name"] == "h264"
+    duration = float(probe["format"]["duration"])
+    assert duration >= 3.0 + 2.0 - 0.2, probe  # pre + post seconds, at least
+    first_frame = _ffprobe(path, "-read_intervals", "%+#1", "-show_entries", "frame=key_frame,pts_time",
+                           "-select_streams", "v")["frames"][0]
+    assert first_frame["key_frame"] == 1 and float(first_frame["pts_time"]) == 0.0
+
+    # Content: the first frame was painted at or before the event minus pre seconds (the clip opens at
+    # the keyframe before it, at most one GOP = 1 s earlier); the last one after the event plus post.
+    with av.open(str(path)) as container:
+        images = [(float(f.time or 0.0), f.to_ndarray(format="bgr24")) for f in container.decode(video=0)]
+    painted_first = read_barcode(images[0][1])
+    painted_last = read_barcode(images[-1][1])
+    assert t0 - 3.0 - 1.0 - 0.3 <= painted_first <= t0 - 3.0 + 0.05, (painted_first - t0)
+    assert painted_last >= t0 + 2.0 - 0.15, (painted_last - t0)
+    # The clip's own timestamps follow real time: pts span == painted span.
+    assert abs((images[-1][0] - images[0][0]) - (painted_last - painted_first)) < 0.15
+    assert abs(info.start - painted_first) < 0.5
+    assert not violations
+
+
+def test_snapshot_carries_the_watermark(clock_server: RtspServer, tmp_path: Path) -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    comp, _, frames = _component(clock_server.url, tmp_path)
+    comp.start()
+    try:
+        assert _wait(lambda: len(frames) >= 2, 15)
+        jpeg = comp.snapshot("cam1", "扬尘超标 dust_over_limit")
+        latest = frames[-1].frame
+    finally:
+        comp.stop()
+    assert jpeg[:2] == b"\xff\xd8"
+    snap = np.asarray(Image.open(BytesIO(jpeg)).convert("RGB")).astype(np.int16)
+    plain = latest.image[:, :, ::-1].astype(np.int16)
+    assert snap.shape == plain.shape
+    local = latest.time.astimezone(comp.tz)
+    expected = np.asarray(draw_watermark(latest.image, [
+        "工地A box1 cam1", f"{local:%Y-%m-%d %H:%M:%S} +0800 (Asia/Shanghai)", "扬尘超标 dust_over_limit",
+        "1号塔吊 南侧"])).astype(np.int16)
+    band = (slice(0, 60), slice(0, 150))
+    # The stamp is there (the band differs from the bare frame) and it is the expected stamp:
+    # same site, device, camera, frame time and violation (matches a reference rendering up to JPEG loss).
+    assert np.abs(snap[band] - plain[band]).mean() > 20
+    assert np.abs(snap[band] - expected[band]).mean() < 6
+    assert np.abs(snap[200:, 200:] - plain[200:, 200:]).mean() < 6  # the rest of the picture is untouched
+
+
+def _garbage_server() -> tuple[int, Callable[[], None]]:
+    """A TCP port that answers anything with noise: a misconfigured URL pointing at the wrong service."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    sock.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        rng = np.random.default_rng(0)
+        while not stop.is_set():
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            with conn:
+                try:
+                    conn.recv(4096)
+                    conn.sendall(rng.integers(0, 256, 4096, dtype=np.uint8).tobytes())
+                except OSError:
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close() -> None:
+        stop.set()
+        sock.close()
+
+    return int(sock.getsockname()[1]), close
+
+
+def test_dead_and_garbage_cameras_are_faults_and_the_others_keep_working(
+    clock_server: RtspServer, tmp_path: Path
+) -> None:
+    garbage_port, close_garbage = _garbage_server()
+    fast = {"lost_after_s": 1.0}
+    configs = [
+        CameraConfig.model_validate({"id": "live", "url": clock_server.url, "analysis_fps": 2.0}),
+        CameraConfig.model_validate({"id": "dead", "url": f"rtsp://127.0.0.1:{free_port()}/cam", "tamper": fast}),
+        CameraConfig.model_validate({"id": "junk", "url": f"rtsp://127.0.0.1:{garbage_port}/cam", "tamper": fast,
+                                     "open_timeout_s": 2.0}),
+    ]
+    violations: list[Violation] = []
+    frames: list[CameraFrame] = []
+    comp = CamerasComponent(configs, "Asia/Shanghai", frames.append, violations.append)
+    comp.start()
+    try:
+        assert _wait(lambda: {v.source for v in violations} >= {"dead", "junk"}, 10), violations
+        assert _wait(lambda: sum(f.frame.camera_id == "live" for f in frames) >= 4, 10)
+        health = comp.health()
+    finally:
+        comp.stop()
+        close_garbage()
+    for cam in ("dead", "junk"):
+        v = next(v for v in violations if v.source == cam)
+        assert (v.kind, v.state, v.figures["reason"]) == ("device_fault", "started", "stream_lost")
+        assert health["cameras"][cam]["state"] == "down" and health["cameras"][cam]["last_error"]
+    assert health["cameras"]["live"]["state"] == "ok"
+    assert health["state"] == "down"  # the worst camera sets the component's state
+    assert not [v for v in violations if v.source == "live"]
