@@ -81,6 +81,22 @@ def build_agent(config: AgentConfig) -> Agent:
     if hj212 is not None:
         figures.on_period(hj212.on_period)
         agent.add_component(_Named("hj212", hj212))
+
+    if any(cam.enabled for cam in config.cameras):
+        from edge_agent.video.cameras import CamerasComponent
+        from edge_agent.vision import CameraEvidence, Vision, snapshot_command
+
+        vision = Vision(config, handler)
+        cameras = CamerasComponent(config.cameras, tz, on_frame=vision.on_frame, on_violation=handler,
+                                   site=config.site.id, device=config.device.id,
+                                   clip_dir=agent.data_dir / "clips")
+        agent.add_component(cameras)
+        agent.add_component(vision)
+        agent.cameras = cameras  # type: ignore[attr-defined]
+        agent.vision = vision  # type: ignore[attr-defined]
+        evidence.media.append(CameraEvidence(cameras, cameras.camera_ids()))
+        dispatcher.register("snapshot", snapshot_command(cameras, evidence.store,
+                                                         agent.publish if config.evidence.publish else None))
     return agent
 
 
