@@ -4,7 +4,7 @@
     python bench/camera_cpu.py [--seconds 60] [--gops 25,50]
 
 A pre-encoded 1080p25 file (4 Mbit/s, like a site camera's main stream) is served over RTSP on
-127.0.0.1 by tests/rtsp_server.py (GStreamer, no encoding while serving), and read for
+127.0.0.1 by edge_agent/demo/rtsp_server.py (GStreamer, no encoding while serving), and read for
 `--seconds` by:
 
   a. the agent's capture path (CamerasComponent: PyAV demux, packet ring for clips, keyframe-only

@@ -1,4 +1,4 @@
-"""Run tests/rtsp_server.py (system Python + GStreamer) as a child process, and read its clock barcode."""
+"""Run edge_agent/demo/rtsp_server.py (system Python + GStreamer) as a child process, and read its clock barcode."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-SERVER = Path(__file__).with_name("rtsp_server.py")
+SERVER = Path(__file__).resolve().parents[1] / "edge_agent" / "demo" / "rtsp_server.py"
 BITS, WIDTH = 40, 320
 
 

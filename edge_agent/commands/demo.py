@@ -34,8 +34,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="log lines besides the console view (default ERROR)")
 
 
+def simulated_outputs(out: Path) -> Path:
+    """Speaker into a WAV file (ALSA's file plugin) and GPIO on mock pins, set before either starts."""
+    import os
+
+    out.mkdir(parents=True, exist_ok=True)
+    wav = out.resolve() / "speaker.wav"
+    conf = out.resolve() / "asound.conf"
+    conf.write_text('pcm.!default { type plug; slave.pcm "speaker_file" }\n'
+                    f'pcm.speaker_file {{ type file; slave.pcm "null"; file "{wav}"; format "wav"; perm 0644 }}\n')
+    if Path("/usr/share/alsa/alsa.conf").exists():
+        os.environ["ALSA_CONFIG_PATH"] = f"/usr/share/alsa/alsa.conf:{conf}"
+    os.environ.setdefault("GPIOZERO_PIN_FACTORY", "mock")
+    return wav
+
+
 def run(args: argparse.Namespace) -> int:
     setup_logging(LoggingConfig(level=args.log_level, format="text"))
+    wav = simulated_outputs(args.out)
     from edge_agent.demo.site import DemoSite
 
     site = DemoSite(args.out, mqtt=args.mqtt, quiet=args.quiet)
@@ -48,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         site.start()
+        print(f"demo: the speaker plays into {wav}; relays are simulated GPIO pins", flush=True)
         stop.wait(args.duration if args.duration > 0 else None)
     except Exception as exc:
         logging.getLogger("edge_agent").critical("demo failed: %s", exc, exc_info=True)

@@ -6,14 +6,19 @@ import json
 import sys
 from datetime import datetime
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 
+SITE_TZ = ZoneInfo("Asia/Shanghai")
+
+
 def _clock(payload: dict[str, Any]) -> str:
+    """The message's time on the site's clock."""
     try:
-        return datetime.fromisoformat(str(payload.get("time"))).strftime("%H:%M:%S")
+        return datetime.fromisoformat(str(payload.get("time"))).astimezone(SITE_TZ).strftime("%H:%M:%S")
     except ValueError:
         return "--:--:--"
 
@@ -40,7 +45,9 @@ def format_message(leaf: str, payload: dict[str, Any]) -> str | None:
         fig = ", ".join(f"{k} {v}" for k, v in list(figures.items())[:3])
         return f"{t} EVENT     {payload.get('kind')} {payload.get('state')}  {fig}"
     if leaf == "evidence":
-        return f"{t} evidence  {payload.get('id')}  {len(payload.get('files', []))} file(s), signed"
+        t = _clock({"time": payload.get("created")})
+        names = ", ".join(f["name"] for f in payload.get("files", []))
+        return f"{t} evidence  {payload.get('id')}  {names}, signed"
     if leaf == "cmd/ack":
         return f"{t} ack       {payload.get('command')} {payload.get('result')}"
     return None
@@ -49,7 +56,9 @@ def format_message(leaf: str, payload: dict[str, Any]) -> str | None:
 class ConsoleView:
     """Subscribes like the bureau would and prints one line per message."""
 
-    def __init__(self, host: str, port: int, base_topic: str, out: TextIO = sys.stdout):
+    def __init__(self, host: str, port: int, base_topic: str, out: TextIO = sys.stdout, tz: str = "Asia/Shanghai"):
+        global SITE_TZ
+        SITE_TZ = ZoneInfo(tz)
         self.base = base_topic
         self.out = out
         self.counts: dict[str, int] = {}

@@ -18,6 +18,7 @@ from edge_agent.daemon import build_agent
 from edge_agent.demo.broker import EmbeddedBroker
 from edge_agent.demo.console import ConsoleView
 from edge_agent.demo.hardware import SimulatedBus
+from edge_agent.demo.scenes import RtspFeed, prepare, rtsp_available
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class DemoSite:
         self.agent: Agent | None = None
         self.console: ConsoleView | None = None
         self.buses: dict[str, SimulatedBus] = {}
+        self.feeds: list[RtspFeed] = []
+        self.camera_entries: list[dict[str, Any]] = []
         self._stopped = threading.Event()
 
     def build_config(self, host: str, port: int) -> AgentConfig:
@@ -42,6 +45,8 @@ class DemoSite:
         for meter in data.get("meters", []):
             if meter["id"] in self.buses:
                 meter["port"] = self.buses[meter["id"]].agent_port
+        data["cameras"] = self.camera_entries
+        data["bureau"] = {"trusted_keys": [{"name": "demo-bureau", "public_key": self._bureau_key()}]}
         # Night from an hour ago to four hours on, so the night rules show whenever the demo runs.
         now = datetime.now(ZoneInfo(data["site"].get("timezone", "Asia/Shanghai")))
         start, end = now - timedelta(hours=1), now + timedelta(hours=4)
@@ -61,18 +66,53 @@ class DemoSite:
             "noise-1": SimulatedBus(self.out_dir / "dev" / "bus1", [("renke_rs_zs_n01", 1)], "night_piling").start(),
             "dust-1": SimulatedBus(self.out_dir / "dev" / "bus2", [("renke_rs_pm_n01", 1)], "dust_episode").start(),
         }
+        self._start_cameras()
         config = self.build_config(host, port)
         (self.out_dir / "config.yaml").write_text(
             yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False),
             encoding="utf-8")
         if not self.quiet:
             base = f"{config.mqtt.topic_prefix}/{config.site.id}/{config.device.id}"
-            self.console = ConsoleView(host, port, base)
+            self.console = ConsoleView(host, port, base, tz=config.site.timezone)
         self.agent = build_agent(config)
         self.agent.start()
         print(f"demo: site {config.site.id} running; data and evidence in {self.out_dir}; Ctrl-C stops",
               flush=True)
+        base = f"{config.mqtt.topic_prefix}/{config.site.id}/{config.device.id}"
+        print(f"demo: try a bureau command:\n  edge-agent sign-command shout --key {self.bureau_key_path} "
+              f"--site {config.site.id} --device {config.device.id} --arg clip=shout | "
+              f"mosquitto_pub -h {host} -p {port} -t {base}/cmd/shout -s", flush=True)
         return config
+
+    def _bureau_key(self) -> str:
+        """A bureau key pair for the demo, so signed commands can be tried (`edge-agent sign-command`)."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        from edge_agent.security.keys import load_private_key, public_b64, write_private_key
+
+        path = self.out_dir / "keys" / "bureau.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_private_key(path, Ed25519PrivateKey.generate())
+        self.bureau_key_path = path
+        return public_b64(load_private_key(path).public_key())
+
+    def _start_cameras(self) -> None:
+        why = rtsp_available()
+        if why is not None:
+            print(f"demo: no cameras ({why}); meters, rules and actions still run", flush=True)
+            return
+        print("demo: preparing the camera videos (encoded once, then cached)...", flush=True)
+        from edge_agent.demo.broker import free_port
+
+        for cam, video in prepare(self.out_dir / "video"):
+            feed = RtspFeed(video, free_port()).start()
+            self.feeds.append(feed)
+            entry: dict[str, Any] = {"id": cam.id, "url": feed.url, "analysis_fps": 1, "clip_pre_s": 5,
+                                     "clip_post_s": 5, "zones": cam.zones, "detectors": list(cam.detectors)}
+            if cam.tamper:
+                entry["tamper"] = cam.tamper
+            self.camera_entries.append(entry)
 
     def stop(self) -> None:
         if self._stopped.is_set():
@@ -84,5 +124,7 @@ class DemoSite:
             self.console.stop()
         for bus in self.buses.values():
             bus.stop()
+        for feed in self.feeds:
+            feed.stop()
         if self.broker is not None:
             self.broker.stop()

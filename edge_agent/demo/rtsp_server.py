@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from typing import Any
 
 import gi
 
@@ -55,7 +56,7 @@ class ClockFactory(GstRtspServer.RTSPMediaFactory):
             f"! video/x-h264,profile=baseline ! rtph264pay name=pay0 pt=96 config-interval=1"
         )
         src = pipeline.get_by_name("src")
-        state = {"n": 0, "source": None}
+        state: dict[str, Any] = {"n": 0, "source": None}
 
         def push() -> bool:
             data = clock_frame(int(time.time() * 1000) & ((1 << BITS) - 1), state["n"])

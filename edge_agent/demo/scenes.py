@@ -1,0 +1,149 @@
+"""The demo's cameras: synthetic site videos in which each video detector has something to find.
+
+- `cam-smoke`: a site with a machine that starts to pour black smoke after 25 s;
+- `cam-yard`: a stockpile covered by a dust net for 20 s, then left uncovered;
+- `cam-exit`: a muck truck that stops 20 s in the wash bay, then one that drives straight out.
+
+Each is encoded once (H.264, 5 fps, a keyframe a second, as a technician should set a real
+camera) and cached, then served over RTSP on 127.0.0.1 by GStreamer, so the agent reads
+the demo cameras exactly as it reads real ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FPS = 5
+SECONDS = 180
+SYSTEM_PYTHON = "/usr/bin/python3"  # GStreamer's Python bindings live in the system Python
+SERVER = Path(__file__).with_name("rtsp_server.py")
+VERSION = "2"  # bump when a scene changes, to re-encode cached videos
+
+
+@dataclass(frozen=True)
+class DemoCamera:
+    id: str
+    detectors: tuple[str, ...]
+    zones: dict[str, list[list[float]]]
+    frames: Callable[[], Iterator[np.ndarray]]
+    # Synthetic scenes change most of their edges when smoke fills them or a net comes off,
+    # which the tamper watch reads as a moved camera; a real installation keeps the defaults.
+    tamper: dict[str, float] | None = None
+
+
+def cameras() -> list[DemoCamera]:
+    from detectors.training.synth import SmokeScene, SoilScene, WashScene
+
+    smoke = SmokeScene(opacity=0.8, kind="site", start=25, seed=3)
+    yard = SoilScene(seed=0)
+    exit_ = WashScene(seed=1)
+
+    def smoke_frames() -> Iterator[np.ndarray]:
+        for second in range(SECONDS):  # the scene changes once a second: render once, show FPS times
+            image = smoke.frame(second)
+            for _ in range(FPS):
+                yield image
+
+    def yard_frames() -> Iterator[np.ndarray]:
+        for second in range(SECONDS):
+            image = yard.frame(second, covered=second < 20, walkers=1)
+            for _ in range(FPS):
+                yield image
+
+    def exit_frames() -> Iterator[np.ndarray]:
+        for i in range(SECONDS * FPS):
+            t = i / FPS
+            if t < 60:
+                yield exit_.frame(t, dwell_s=20.0, i=i)  # washed: stops 20 s in the bay
+            else:
+                yield exit_.frame(t - 60, dwell_s=0.0, i=i)  # straight out: not washed
+
+    return [
+        DemoCamera("cam-smoke", ("black_smoke",), {}, smoke_frames, {"moved_match": 0.0, "moved_shift": 0.5}),
+        DemoCamera("cam-yard", ("bare_soil",), {"stockpile": [list(p) for p in yard.zone]}, yard_frames,
+                   {"moved_match": 0.0, "moved_shift": 0.5}),
+        DemoCamera("cam-exit", ("washing",), {"wash_bay": [list(p) for p in exit_.wash_bay]}, exit_frames),
+    ]
+
+
+def encode(path: Path, frames: Iterator[np.ndarray]) -> Path:
+    import av
+
+    tmp = path.with_suffix(".part.mp4")
+    with av.open(str(tmp), "w") as out:
+        stream: Any = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
+        stream.options = {"preset": "veryfast", "g": str(FPS), "keyint_min": str(FPS), "bf": "0", "crf": "28"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    tmp.replace(path)
+    return path
+
+
+def rtsp_available() -> str | None:
+    """Why the demo cannot serve RTSP here, or None if it can."""
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} not found"
+    probe = subprocess.run([SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
+                            "from gi.repository import GstRtspServer"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return "GStreamer's RTSP server is not installed (apt-get install gir1.2-gst-rtsp-server-1.0 python3-gi)"
+    return None
+
+
+class RtspFeed:
+    """One camera's video served at rtsp://127.0.0.1:PORT/cam by a child process."""
+
+    def __init__(self, video: Path, port: int):
+        self.video = video
+        self.port = port
+        self.url = f"rtsp://127.0.0.1:{port}/cam"
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self, timeout: float = 15.0) -> RtspFeed:
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(SERVER), "--port", str(self.port), "--file", str(self.video)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("READY"):
+                return self
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError(f"the RTSP server for {self.video.name} did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def prepare(folder: Path) -> list[tuple[DemoCamera, Path]]:
+    """Encode (once) each demo camera's video; returns the cameras with their files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for cam in cameras():
+        path = folder / f"{cam.id}-v{VERSION}.mp4"
+        if not path.exists():
+            t0 = time.monotonic()
+            encode(path, cam.frames())
+            log.info("demo video %s encoded in %.1f s", path.name, time.monotonic() - t0)
+        out.append((cam, path))
+    return out
