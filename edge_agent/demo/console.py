@@ -11,7 +11,6 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-
 SITE_TZ = ZoneInfo("Asia/Shanghai")
 
 
