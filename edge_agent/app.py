@@ -221,8 +221,11 @@ class Agent:
             offline = self.publish_status("offline")
         except Exception:
             log.exception("could not store the offline status")
+        # While the link is up, use the few seconds systemd gives us to flush the backlog too;
+        # whatever is left stays in the outbox for the next start.
         row = offline.row_id if offline else None
-        self.uplink.stop(timeout=timeout, drain=lambda: row is None or not self.outbox.contains(row))
+        self.uplink.stop(timeout=timeout, drain=lambda: (row is None or not self.outbox.contains(row))
+                         and self.outbox.depth() == 0)
         for thread in self._threads:
             thread.join(1.0)
         self.outbox.close()
