@@ -70,6 +70,9 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._clock_sync: bool | None = clock_synchronized()
+        # Supervision: restarts of components whose threads died, with back-off.
+        self.restarts: dict[str, int] = {}
+        self._next_restart: dict[str, float] = {}
 
     # --- wiring ----------------------------------------------------------------------------
 
@@ -106,6 +109,9 @@ class Agent:
                 health.update({f"{comp.name}/{device}": dict(h) for device, h in report.items()})
             else:
                 health[comp.name] = report
+        for name, count in self.restarts.items():
+            if name in health:
+                health[name] = {**health[name], "restarts": count}
         return {
             "state": state,
             "started": iso(self.started, self.tz),
@@ -188,6 +194,7 @@ class Agent:
                 except Exception:
                     log.exception("status failed")
                 next_status = time.monotonic() + status_every
+            self._supervise()
             if watchdog is not None and time.monotonic() >= next_watchdog:
                 if self.alive():
                     notify("WATCHDOG=1")
@@ -196,6 +203,25 @@ class Agent:
                 next_watchdog = time.monotonic() + watchdog
             wait = max(0.05, min((next_tel - self.now()).total_seconds(), 1.0))
             self._stop.wait(wait)
+
+    def _supervise(self) -> None:
+        """Restart a component whose thread has died (5 s, 10 s, ... up to 5 min apart) and report it."""
+        for comp in self.components:
+            check = getattr(comp, "alive", None)
+            if check is None or check():
+                continue
+            now = time.monotonic()
+            if now < self._next_restart.get(comp.name, 0.0):
+                continue
+            count = self.restarts.get(comp.name, 0) + 1
+            self.restarts[comp.name] = count
+            self._next_restart[comp.name] = now + min(300.0, 5.0 * 2 ** (count - 1))
+            log.error("component %s stopped working: restarting it (restart %d)", comp.name, count)
+            try:
+                comp.stop()
+            except Exception:
+                log.exception("component %s failed to stop", comp.name)
+            self._start_component(comp)
 
     def alive(self) -> bool:
         """Whether every thread that must run is running (components may add `alive()`)."""

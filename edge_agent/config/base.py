@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -44,3 +45,14 @@ class SecretRef(Section):
         if value is None:
             raise ValueError(f"environment variable {self.env} is not set")
         return value
+
+
+def check_timezone(value: str | None) -> str | None:
+    """An IANA zone name that this machine's tz database knows (None passes: 'use the default')."""
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (e.g. 'Asia/Shanghai')") from exc
+    return value

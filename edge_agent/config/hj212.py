@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_agent.config.base import SecretRef, Section
+from edge_agent.config.base import SecretRef, Section, check_timezone
 
 KNOWN_CODES = frozenset({
     "a34001", "a34002", "a34004", "a01001", "a01002", "a01006", "a01007", "a01008", "a01010",
@@ -120,14 +119,7 @@ class Hj212Config(Section):
     )
     outbox_file: str = Field("hj212-outbox.sqlite", description="Backlog file name inside storage.data_dir.")
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (e.g. 'Asia/Shanghai')") from exc
-        return value
+    _known_zone = field_validator("timezone")(check_timezone)
 
     @field_validator("codes")
     @classmethod

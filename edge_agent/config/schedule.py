@@ -14,7 +14,7 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_agent.config.base import Section
+from edge_agent.config.base import Section, check_timezone
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -95,3 +95,5 @@ class ScheduleConfig(Section):
         description="Other hours when noisy work needs a permit (Shenzhen noon break 12:00–14:00).",
     )
     permits: list[Permit] = Field(default_factory=list, description="Permits held by the site.")
+
+    _known_zone = field_validator("timezone")(check_timezone)

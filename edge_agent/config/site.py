@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
 from pydantic import Field, field_validator
 
-from edge_agent.config.base import Section
+from edge_agent.config.base import Section, check_timezone
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
@@ -30,14 +28,7 @@ class SiteConfig(Section):
     )
     location: Location = Field(default_factory=Location, description="Where the site is.")
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (e.g. 'Asia/Shanghai')") from exc
-        return value
+    _known_zone = field_validator("timezone")(check_timezone)
 
 
 class DeviceConfig(Section):
