@@ -61,9 +61,10 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
 
 
-def proc_peak_rss_mb(pid: int) -> float:
+def proc_status_mb(pid: int, key: str) -> float:
+    """VmHWM (peak) or VmRSS (now) of a process, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -123,10 +124,14 @@ def main() -> None:
         time.sleep(args.warmup)
         if agent.poll() is not None:
             raise SystemExit(f"the agent exited: see {work / 'agent.log'}")
+        rss_after_warmup = proc_status_mb(agent.pid, "VmRSS")
         cpu0, wall0 = proc_cpu_s(agent.pid), time.monotonic()
-        time.sleep(args.seconds)
+        samples = []
+        while time.monotonic() - wall0 < args.seconds:
+            time.sleep(1.0)
+            samples.append(proc_status_mb(agent.pid, "VmRSS"))
         cpu1, wall1 = proc_cpu_s(agent.pid), time.monotonic()
-        peak = proc_peak_rss_mb(agent.pid)
+        peak = proc_status_mb(agent.pid, "VmHWM")
     finally:
         agent.send_signal(signal.SIGTERM)
         try:
@@ -148,6 +153,8 @@ def main() -> None:
         "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),
         "cpu_target_percent": 50,
         "peak_rss_mb": round(peak, 1),
+        "rss_after_warmup_mb": round(rss_after_warmup, 1),
+        "rss_median_mb": round(sorted(samples)[len(samples) // 2], 1) if samples else None,
         "rss_target_mb": 250,
         "violations_logged": events,
         "video_prep_s": round(prep_s, 1),

@@ -234,18 +234,37 @@ class Outbox:
 
     # --- the uplink ------------------------------------------------------------------------
 
-    def pending(self, limit: int, exclude: Collection[int] = ()) -> list[Message]:
-        """The next messages to send: by priority, oldest first, skipping those in flight."""
+    def pending(self, limit: int, exclude: Collection[int] = (), max_bytes: int | None = None) -> list[Message]:
+        """The next messages to send: by priority, oldest first, skipping those in flight.
+
+        With `max_bytes`, stop before the payloads add up to more than that (but always give at
+        least one): a backlog of video clips is then never loaded into memory all at once.
+        """
         with self._lock:
-            # Fetch a little more than asked, so that in-flight rows can be skipped cheaply.
-            rows = self._db.execute(
-                "SELECT row_id, msg_id, topic, payload, kind, priority, qos, retain, created FROM messages "
-                "ORDER BY priority, row_id LIMIT ?",
+            # Sizes first (cheap), payloads only for the rows chosen.
+            heads = self._db.execute(
+                "SELECT row_id, LENGTH(payload) + LENGTH(topic) FROM messages ORDER BY priority, row_id LIMIT ?",
                 (limit + len(exclude),),
             ).fetchall()
-        out = [Message(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], bool(r[7]), r[8])
-               for r in rows if r[0] not in exclude]
-        return out[:limit]
+            chosen: list[int] = []
+            total = 0
+            for row_id, size in heads:
+                if row_id in exclude:
+                    continue
+                if chosen and max_bytes is not None and total + size > max_bytes:
+                    break
+                chosen.append(row_id)
+                total += size
+                if len(chosen) >= limit:
+                    break
+            out = []
+            for row_id in chosen:
+                r = self._db.execute(
+                    "SELECT row_id, msg_id, topic, payload, kind, priority, qos, retain, created FROM messages "
+                    "WHERE row_id = ?", (row_id,)).fetchone()
+                if r is not None:
+                    out.append(Message(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], bool(r[7]), r[8]))
+        return out
 
     def ack(self, row_ids: Iterable[int]) -> int:
         """Forget messages the broker has acknowledged. Returns how many were removed."""

@@ -187,7 +187,9 @@ class CameraEvidence:
         files: list[EvidenceFile] = []
         text = f"{violation.kind} {violation.message}"[:80]
         try:
-            files.append(EvidenceFile("snapshot.jpg", self.cameras.snapshot(camera, text, at=violation.time)))
+            # The latest analysed frame (<= 1 s old at 1 fps): decoding the moment from the packet ring
+            # would start a second 1080p decoder and its frame pool (tens of MB) for each bundle.
+            files.append(EvidenceFile("snapshot.jpg", self.cameras.snapshot(camera, text)))
         except Exception as exc:
             log.warning("evidence snapshot from %s failed: %s", camera, exc)
         try:

@@ -8,28 +8,13 @@ import signal
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-SYSTEM_PYTHON = "/usr/bin/python3"
-SERVER = Path(__file__).resolve().parents[1] / "edge_agent" / "demo" / "rtsp_server.py"
+from edge_agent.demo.scenes import SERVER, SYSTEM_PYTHON, rtsp_available  # one definition for demo and tests
+
 BITS, WIDTH = 40, 320
-
-
-def rtsp_available() -> str | None:
-    """None when a GStreamer RTSP server can run here, else why not."""
-    if not Path(SYSTEM_PYTHON).exists():
-        return "no /usr/bin/python3"
-    probe = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
-         "from gi.repository import GstRtspServer"],
-        capture_output=True, timeout=30,
-    )
-    if probe.returncode != 0:
-        return "gst-rtsp-server is missing (apt-get install gir1.2-gst-rtsp-server-1.0 python3-gi)"
-    return None
 
 
 def require_rtsp() -> None:

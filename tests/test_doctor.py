@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,63 @@ def test_doctor_with_a_broken_config_points_at_the_lines(tmp_path: Path):
     result = doctor(config)
     assert result.returncode == 2
     assert f"{config}:3:" in result.stderr and "mqtt.prot" in result.stderr
+
+
+def test_doctor_checks_cameras_speaker_and_relays(mosquitto: Broker, tmp_path: Path):
+    from rtsp_helpers import RtspServer, require_rtsp
+    from rtsp_helpers import free_port as rtsp_port
+
+    require_rtsp()
+    server = RtspServer(rtsp_port(), "--clock", "--fps", "10", "--gop", "10").start()
+    try:
+        zone = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]
+        config = write_config(tmp_path, mosquitto.port,
+                              cameras=[{"id": "cam1", "url": server.url, "zones": {"gate": zone}},
+                                       {"id": "dead", "url": f"rtsp://127.0.0.1:{rtsp_port()}/cam",
+                                        "open_timeout_s": 2}],
+                              relays=[{"id": "strobe", "pin": 27}])
+        env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock"}
+        result = subprocess.run([sys.executable, "-m", "edge_agent", "doctor", "--config", str(config), "--actuate"],
+                                capture_output=True, text=True, timeout=90, env=env)
+    finally:
+        server.kill()
+    out = result.stdout
+    assert line(out, "camera cam1").startswith("PASS"), out
+    saved = tmp_path / "data" / "doctor" / "cam1.jpg"
+    assert saved.exists() and str(saved) in out and "1 zone(s) drawn" in out
+    assert line(out, "camera dead").startswith("FAIL") and "VLC" in out
+    assert line(out, "relay strobe").startswith("PASS") and "switched on for 1 s" in out
+    assert line(out, "speaker").startswith("SKIP")  # tests run with the speaker off
+    assert result.returncode == 1  # the dead camera
+
+
+def test_doctor_passes_against_the_demo_site(tmp_path: Path):
+    import shutil
+
+    from rtsp_helpers import require_rtsp
+
+    require_rtsp()
+    if not shutil.which("socat"):
+        import pytest
+
+        pytest.skip("socat is not installed")
+    out = tmp_path / "demo"
+    demo = subprocess.Popen([sys.executable, "-m", "edge_agent", "demo", "--hardware-only", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert demo.stdout is not None
+        for text in demo.stdout:  # the first run encodes the demo videos (cached afterwards)
+            if "simulated hardware only" in text:
+                break
+        env = {**os.environ, "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{out.resolve()}/asound.conf",
+               "GPIOZERO_PIN_FACTORY": "mock"}
+        result = subprocess.run([sys.executable, "-m", "edge_agent", "doctor", "--config", str(out / "config.yaml"),
+                                 "--actuate"], capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        demo.terminate()
+        demo.wait(20)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("broker", "meter noise-1", "meter dust-1", "camera cam-smoke", "camera cam-yard",
+                 "camera cam-exit", "speaker", "relay strobe", "relay spray"):
+        assert line(result.stdout, name).startswith("PASS"), (name, result.stdout)

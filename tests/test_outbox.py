@@ -94,3 +94,11 @@ def test_uses_wal_and_full_sync(tmp_path: Path):
     db = sqlite3.connect(tmp_path / "o.sqlite")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert box._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_pending_respects_a_byte_budget_but_always_gives_one(tmp_path: Path):
+    box = Outbox(tmp_path / "o.sqlite", 10_000_000)
+    rows = [box.put(f"evidence/e/{i}.mp4", b"v" * 1000, kind="evidence").row_id for i in range(5)]
+    assert [m.row_id for m in box.pending(10, max_bytes=2500)] == rows[:2]
+    assert [m.row_id for m in box.pending(10, max_bytes=10)] == rows[:1]  # a big clip still goes, alone
+    assert [m.row_id for m in box.pending(10, exclude={rows[0]}, max_bytes=2500)] == rows[1:3]

@@ -30,6 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="use this broker instead of the embedded one")
     parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: run until Ctrl-C)")
     parser.add_argument("--quiet", action="store_true", help="no console view")
+    parser.add_argument("--hardware-only", action="store_true",
+                        help="run the simulated meters, cameras and broker but not the agent (to try `doctor`)")
     parser.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log lines besides the console view (default ERROR)")
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     wav = simulated_outputs(args.out)
     from edge_agent.demo.site import DemoSite
 
-    site = DemoSite(args.out, mqtt=args.mqtt, quiet=args.quiet)
+    site = DemoSite(args.out, mqtt=args.mqtt, quiet=args.quiet, hardware_only=args.hardware_only)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: Any) -> None:
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         site.start()
-        print(f"demo: the speaker plays into {wav}; relays are simulated GPIO pins", flush=True)
+        if not args.hardware_only:
+            print(f"demo: the speaker plays into {wav}; relays are simulated GPIO pins", flush=True)
         stop.wait(args.duration if args.duration > 0 else None)
     except Exception as exc:
         logging.getLogger("edge_agent").critical("demo failed: %s", exc, exc_info=True)

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _line(r: Result) -> str:
-    text = f"{r.status:<5} {r.name:<14} {r.detail}"
+    text = f"{r.status:<5} {r.name:<18} {r.detail}"
     if r.hint and r.status != PASS:
-        text += f"\n{'':<20}-> {r.hint}"
+        text += f"\n{'':<24}-> {r.hint}"
     return text

@@ -44,6 +44,11 @@ class MqttConfig(Section):
     max_inflight: int = Field(
         20, ge=1, le=1000, description="Messages sent but not yet acknowledged by the broker."
     )
+    max_inflight_mb: float = Field(
+        4.0, gt=0, le=256,
+        description="Bytes sent but not yet acknowledged, in MB: bounds memory when the backlog holds video clips "
+        "(one larger message still goes alone).",
+    )
 
     @model_validator(mode="after")
     def _auth(self) -> MqttConfig:

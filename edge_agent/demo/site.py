@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class DemoSite:
-    def __init__(self, out_dir: Path, mqtt: tuple[str, int] | None = None, quiet: bool = False):
+    def __init__(self, out_dir: Path, mqtt: tuple[str, int] | None = None, quiet: bool = False,
+                 hardware_only: bool = False):
+        self.hardware_only = hardware_only
         self.out_dir = out_dir.resolve()
         self.mqtt = mqtt
         self.quiet = quiet
@@ -71,6 +74,13 @@ class DemoSite:
         (self.out_dir / "config.yaml").write_text(
             yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False),
             encoding="utf-8")
+        if self.hardware_only:
+            # The site without its box: practise `doctor` and `edge-fw` against simulated hardware.
+            print(f"demo: simulated hardware only (no agent); its config is {self.out_dir / 'config.yaml'}\n"
+                  f"  try: edge-agent doctor --config {self.out_dir / 'config.yaml'} --actuate\n"
+                  f"  (with ALSA_CONFIG_PATH={os.environ.get('ALSA_CONFIG_PATH', '')} "
+                  "GPIOZERO_PIN_FACTORY=mock for the simulated speaker and relays)", flush=True)
+            return config
         if not self.quiet:
             base = f"{config.mqtt.topic_prefix}/{config.site.id}/{config.device.id}"
             self.console = ConsoleView(host, port, base, tz=config.site.timezone)
@@ -105,7 +115,8 @@ class DemoSite:
         print("demo: preparing the camera videos (encoded once, then cached)...", flush=True)
         from edge_agent.demo.broker import free_port
 
-        for cam, video in prepare(self.out_dir / "video"):
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-agent" / "demo-video"
+        for cam, video in prepare(cache):
             feed = RtspFeed(video, free_port()).start()
             self.feeds.append(feed)
             entry: dict[str, Any] = {"id": cam.id, "url": feed.url, "analysis_fps": 1, "clip_pre_s": 5,

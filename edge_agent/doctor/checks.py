@@ -85,6 +85,7 @@ def check_broker(config: AgentConfig, actuate: bool) -> Iterator[Result]:
 
 def all_checks() -> list[CheckFn]:
     """In the order a technician works: storage and time, the link, then each device."""
+    from edge_agent.doctor.devices import check_cameras, check_relays, check_speaker
     from edge_agent.doctor.meters import check_meters
 
-    return [check_data_dir, check_clock, check_broker, check_meters]
+    return [check_data_dir, check_clock, check_broker, check_meters, check_cameras, check_speaker, check_relays]

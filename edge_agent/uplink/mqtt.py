@@ -167,6 +167,7 @@ class MqttUplink:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row_id
+        self._inflight_bytes: dict[int, int] = {}  # paho mid -> payload size
         self._held: set[int] = set()  # rows the broker refused; retried on the next connection
         self._acked_mids: list[int] = []
         self._acked_lock = threading.Lock()
@@ -244,6 +245,7 @@ class MqttUplink:
         if self._client is None:
             self._client = self._make_client()
             self._inflight.clear()
+            self._inflight_bytes.clear()
         client = self._client
         self._connack = None
         self._disconnected.clear()
@@ -309,9 +311,13 @@ class MqttUplink:
     def _fill_window(self) -> None:
         client = self._client
         room = self.config.max_inflight - len(self._inflight)
+        budget = int(self.config.max_inflight_mb * 1024 * 1024) - sum(self._inflight_bytes.values())
         if room <= 0 or client is None:
             return
-        for msg in self.outbox.pending(room, exclude=set(self._inflight.values()) | self._held):
+        if budget <= 0 and self._inflight:
+            return
+        for msg in self.outbox.pending(room, exclude=set(self._inflight.values()) | self._held,
+                                       max_bytes=max(budget, 1)):
             info = client.publish(self.topics.full(msg.topic), msg.payload, qos=msg.qos, retain=msg.retain,
                                   properties=self._properties(msg))
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
@@ -322,6 +328,7 @@ class MqttUplink:
                 self.outbox.ack([msg.row_id])
             else:
                 self._inflight[info.mid] = msg.row_id
+                self._inflight_bytes[info.mid] = msg.size
             self.health.published += 1
             if info.rc == mqtt.MQTT_ERR_NO_CONN:
                 break
@@ -339,6 +346,8 @@ class MqttUplink:
         with self._acked_lock:
             mids, self._acked_mids = self._acked_mids, []
         rows = [self._inflight.pop(mid) for mid in mids if mid in self._inflight]
+        for mid in mids:
+            self._inflight_bytes.pop(mid, None)
         if rows:
             self.outbox.ack(rows)
             self.health.acked += len(rows)
@@ -404,6 +413,7 @@ class MqttUplink:
             # the outbox; it will be retried on the next connection.
             log.error("mqtt: broker refused message %d: %s", mid, reason)
             row = self._inflight.pop(mid, None)
+            self._inflight_bytes.pop(mid, None)
             if row is not None:
                 self._held.add(row)
             return
