@@ -117,7 +117,8 @@ def main() -> None:
         speaker={"enabled": False},
         telemetry={"interval_s": 60, "status_interval_s": 60},
     )
-    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", "MALLOC_ARENA_MAX": "2"}
+    # The allocator settings of systemd/edge-agent.service, so the figures are those of a box.
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "1048576"}
     agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config)], env=env,
                              stdout=subprocess.DEVNULL, stderr=open(work / "agent.log", "w"))  # noqa: SIM115
     try:

@@ -126,6 +126,7 @@ class EvidenceWorker:
             except Exception as exc:
                 log.error("evidence media for %s failed: %s", violation.kind, exc)
         evidence = self.store.for_violation(violation, readings, extra=extra)
+        del extra  # a 1080p clip is megabytes: let it go before publishing reads the files again
         self.bundles += 1
         if self.publish is not None:
             publish_bundle(evidence, self.publish)
