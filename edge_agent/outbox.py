@@ -257,14 +257,13 @@ class Outbox:
                 total += size
                 if len(chosen) >= limit:
                     break
-            out = []
-            for row_id in chosen:
-                r = self._db.execute(
-                    "SELECT row_id, msg_id, topic, payload, kind, priority, qos, retain, created FROM messages "
-                    "WHERE row_id = ?", (row_id,)).fetchone()
-                if r is not None:
-                    out.append(Message(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], bool(r[7]), r[8]))
-        return out
+            if not chosen:
+                return []
+            rows = self._db.execute(
+                "SELECT row_id, msg_id, topic, payload, kind, priority, qos, retain, created FROM messages "
+                f"WHERE row_id IN ({','.join('?' * len(chosen))})", chosen).fetchall()
+        by_id = {r[0]: Message(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], bool(r[7]), r[8]) for r in rows}
+        return [by_id[row_id] for row_id in chosen if row_id in by_id]
 
     def ack(self, row_ids: Iterable[int]) -> int:
         """Forget messages the broker has acknowledged. Returns how many were removed."""

@@ -17,11 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from edge_agent.demo.broker import free_port
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 
 import numpy as np
 import pytest
 
+from edge_agent.demo.broker import free_port  # noqa: F401  (re-exported: tests import it from here)
 from edge_agent.demo.scenes import SERVER, SYSTEM_PYTHON, rtsp_available  # one definition for demo and tests
 
 BITS, WIDTH = 40, 320
@@ -27,11 +27,6 @@ def require_ffmpeg() -> None:
     if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
         pytest.skip("ffmpeg/ffprobe are missing (apt-get install ffmpeg)")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RtspServer:
