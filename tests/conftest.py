@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,18 @@ def mosquitto(tmp_path: Path):
     broker = Broker(work).start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def pins(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """gpiozero's mock pin factory, reset before and after: `pins.pin(N).states` is the history."""
+    pytest.importorskip("gpiozero")
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    if not isinstance(Device.pin_factory, MockFactory):
+        Device.pin_factory = MockFactory()
+    Device.pin_factory.reset()
+    yield Device.pin_factory
+    Device.pin_factory.reset()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -54,19 +54,6 @@ def alsa_sink(tmp_path_factory: pytest.TempPathFactory) -> AlsaSink:
 @pytest.fixture(scope="session")
 def clip_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return espeak_cache(tmp_path_factory)
-
-
-@pytest.fixture
-def pins(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    if not isinstance(Device.pin_factory, MockFactory):
-        Device.pin_factory = MockFactory()
-    Device.pin_factory.reset()
-    yield Device.pin_factory
-    Device.pin_factory.reset()
 
 
 def levels(factory: object, pin: int) -> list[bool]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from broker import Broker, Recorder
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from serial_helpers import socat_pair
+from test_actions import levels
 from test_speaker import AlsaSink, alsa_file_sink, espeak_cache, read_int16
 
 from drivers.modbus.profile import load_profile
@@ -35,24 +35,6 @@ from firmware_tools.simulator import ConstantSource, SimMeter, Simulator
 
 STROBE, SPRAY = 27, 17
 ALWAYS_NIGHT = {"night": [{"start": "00:00", "end": "00:00"}], "quiet": []}
-
-
-@pytest.fixture
-def pins(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "mock")
-    pytest.importorskip("gpiozero")
-    from gpiozero import Device
-    from gpiozero.pins.mock import MockFactory
-
-    if not isinstance(Device.pin_factory, MockFactory):
-        Device.pin_factory = MockFactory()
-    Device.pin_factory.reset()
-    yield Device.pin_factory
-    Device.pin_factory.reset()
-
-
-def levels(factory: object, pin: int) -> list[bool]:
-    return [s.state for s in factory.pin(pin).states[1:]]  # type: ignore[attr-defined]
 
 
 def events(bureau: Recorder, kind: str, state: str) -> list[dict]:
