@@ -29,3 +29,27 @@ def write_config(directory: Path, port: int, **sections: Any) -> Path:
 
 
 BASE = "edge/v1/site-test/box-1"
+
+
+def send_signed_command(port: int, key: object, name: str, args: dict[str, Any], nonce: str) -> None:
+    """Publish one command to the test box as the bureau would: signed, valid for 60 s."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from edge_agent.security.commands import sign_command
+
+    now = datetime.now(timezone.utc)
+    body = {"v": 1, "id": f"c-{name}-{nonce[:6]}", "name": name, "site": "site-test", "device": "box-1",
+            "issued_at": now.isoformat(), "expires_at": (now + timedelta(seconds=60)).isoformat(),
+            "nonce": nonce, "args": args}
+    sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bureau-{name}")
+    sender.connect("127.0.0.1", port)
+    sender.loop_start()
+    try:
+        sender.publish(f"{BASE}/cmd/{name}", json.dumps(sign_command(body, key)), qos=1).wait_for_publish(5)
+    finally:
+        sender.loop_stop()
+        sender.disconnect()

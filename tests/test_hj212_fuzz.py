@@ -6,19 +6,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from test_hj212_codec import VECTORS  # the conformance vectors, written once
 
 from edge_agent.hj212.codec import DecodeError, Packet, StreamDecoder, decode, encode, frame, split
 
 SEED = 212_2017
-VECTORS = [  # shared/hj212_vectors.txt, CRLF added
-    b"##0101QN=20160801085857223;ST=32;CN=1062;PW=100000;MN=010000A8900016F000169DC0;Flag=5;"
-    b"CP=&&RtdInterval=30&&1C80\r\n",
-    b"##0239QN=20180821142509000;ST=39;CN=2011;PW=123456;MN=690000D5800028F889221AC0;Flag=4;"
-    b"CP=&&DataTime=20180821142509;a34004-Rtd=0.0;a34002-Rtd=0.0;a34001-Rtd=0.0;LA-Rtd=0.0;"
-    b"a01001-Rtd=0.0;a01002-Rtd=0.0;a01006-Rtd=0.0;a01007-Rtd=0.0;a01008-Rtd=0&&E541\r\n",
-    b"##0094QN=20231008125115215;ST=22;CN=9011;PW=123456;MN=010000A8900016F000169DC0;Flag=4;"
-    b"CP=&&QnRtn=1&&CC01\r\n",
-]
 
 
 def _corpus() -> list[bytes]:

@@ -16,12 +16,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
-from agent_config import BASE, write_config
+from agent_config import BASE, send_signed_command, write_config
 from broker import Broker, Recorder
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
 from serial_helpers import socat_pair
 from test_actions import levels
 from test_speaker import AlsaSink, alsa_file_sink, espeak_cache, read_int16
@@ -29,7 +27,6 @@ from test_speaker import AlsaSink, alsa_file_sink, espeak_cache, read_int16
 from drivers.modbus.profile import load_profile
 from edge_agent.config import load_config
 from edge_agent.daemon import build_agent
-from edge_agent.security.commands import sign_command
 from edge_agent.security.keys import Signer
 from firmware_tools.simulator import ConstantSource, SimMeter, Simulator
 
@@ -122,20 +119,11 @@ def test_noise_over_night_limit_warns_strobes_and_sends_verified_evidence(
             assert levels(pins, STROBE) == [True, False]
 
             # A signed shout from the bureau plays (in the same daemon, same speaker).
-            now = datetime.now(timezone.utc)
-            body = {"v": 1, "id": "c-shout-1", "name": "shout", "site": "site-test", "device": "box-1",
-                    "issued_at": now.isoformat(), "expires_at": (now + timedelta(seconds=60)).isoformat(),
-                    "nonce": "9" * 32, "args": {"clip": "shout"}}
-            sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bureau-sender")
-            sender.connect("127.0.0.1", mosquitto.port)
-            sender.loop_start()
-            sender.publish(f"{BASE}/cmd/shout", json.dumps(sign_command(body, bureau_key)), qos=1).wait_for_publish(5)
+            send_signed_command(mosquitto.port, bureau_key, "shout", {"clip": "shout"}, "9" * 32)
             done = bureau.wait_for(lambda: [a for a in bureau.payloads("cmd/ack") if a["result"] == "done"], 10)
             assert done, bureau.payloads("cmd/ack")
             assert actions.queue.wait_for(lambda evs: any(e.event == "played" and e.clip_id == "shout"
                                                           for e in evs), 30)
-            sender.loop_stop()
-            sender.disconnect()
         finally:
             agent.stop(timeout=2)
             bureau.stop()

@@ -10,11 +10,10 @@ import json
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from agent_config import BASE, write_config
+from agent_config import BASE, send_signed_command, write_config
 from broker import Broker, Recorder
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rtsp_helpers import RtspServer, free_port, require_ffmpeg, require_rtsp
@@ -22,7 +21,6 @@ from test_shout_stop_e2e import save_bundle
 
 from edge_agent.config import load_config
 from edge_agent.daemon import build_agent
-from edge_agent.security.commands import sign_command
 from edge_agent.security.keys import Signer
 
 FPS = 5
@@ -73,21 +71,9 @@ def test_black_plume_on_camera_gives_graded_event_and_verified_evidence(
             assert probe.returncode == 0 and float(json.loads(probe.stdout)["format"]["duration"]) >= 3
 
         # The bureau asks for a snapshot: it comes back as a signed bundle of its own.
-        now = datetime.now(timezone.utc)
-        body = {"v": 1, "id": "c-snap-1", "name": "snapshot", "site": "site-test", "device": "box-1",
-                "issued_at": now.isoformat(), "expires_at": (now + timedelta(seconds=60)).isoformat(),
-                "nonce": "5" * 32, "args": {"camera": "cam1"}}
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        sender = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bureau-snap")
-        sender.connect("127.0.0.1", mosquitto.port)
-        sender.loop_start()
-        sender.publish(f"{BASE}/cmd/snapshot", json.dumps(sign_command(body, bureau_key)), qos=1).wait_for_publish(5)
+        send_signed_command(mosquitto.port, bureau_key, "snapshot", {"camera": "cam1"}, "5" * 32)
         done = bureau.wait_for(lambda: [a for a in bureau.payloads("cmd/ack")
                                         if a["command"] == "snapshot" and a["result"] == "done"], timeout=15)
-        sender.loop_stop()
-        sender.disconnect()
         assert done, bureau.payloads("cmd/ack")
         evidence_id = done[0]["data"]["evidence"]
         assert bureau.wait_for(lambda: any(m.topic == f"{BASE}/evidence/{evidence_id}/snapshot.jpg"
