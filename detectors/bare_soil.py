@@ -13,12 +13,16 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from detectors.background import downscale, valid_image
 from detectors.geometry import as_polygon, inside, polygon_mask
+from detectors.pool import ModelPool
+from detectors.registry import CameraView, DetectorSpec, ModelParams
 from detectors.runtime import Classifier
 from detectors.types import Detection, Polygon, box_polygon
 
@@ -26,17 +30,34 @@ log = logging.getLogger(__name__)
 NAME = "bare_soil"
 
 
-@dataclass(frozen=True)
-class SoilParams:
-    ratio_threshold: float = 0.1  # uncovered share of a zone above which it counts as uncovered
-    duration_s: float = 1800.0  # how long a zone must stay uncovered before it is confirmed
-    score_threshold: float = 0.5  # classifier probability for a patch to count as bare soil
-    grid: int = 16  # patches across the image width (square patches)
-    analysis_width: int = 640
-    classify_every_s: float = 0.0  # 0: classify at every analysis
-    smooth: int = 5  # median over this many analyses
-    foreground_level: float = 25.0  # grey-level change since the last analysis that marks something passing
-    foreground_share: float = 0.15  # a patch with more passing pixels than this keeps its last class
+class SoilParams(ModelParams):
+    """Thresholds of the bare-soil detector (`detectors.bare_soil` in the config)."""
+
+    type: Literal["bare_soil"] = "bare_soil"
+    zones: list[str] = Field(
+        default_factory=list,
+        description="Names of the camera's zones to watch; empty: every zone of the camera but the wash bay.",
+    )
+    ratio_threshold: float = Field(0.1, ge=0, lt=1, description="Uncovered share of a zone above which it counts.")
+    duration_s: float = Field(
+        1800.0, ge=0, le=86400, description="A zone must stay above the threshold this long (default 30 min)."
+    )
+    score_threshold: float = Field(0.5, gt=0, lt=1, description="Classifier probability for a patch to be bare soil.")
+    grid: int = Field(16, ge=4, le=64, description="Square patches across the image width.")
+    analysis_width: int = Field(640, ge=160, le=1920, description="Zones are cut from a copy this wide (pixels).")
+    classify_every_s: float = Field(
+        10.0, ge=0, le=3600, description="Classify the zones at most this often (soil changes slowly); 0: every frame."
+    )
+    smooth: int = Field(5, ge=1, le=60, description="The zone's ratio is the median over this many analyses.")
+    foreground_level: float = Field(
+        25.0, ge=1, le=255, description="Grey-level change since the last analysis that marks something passing."
+    )
+    foreground_share: float = Field(
+        0.15, ge=0, le=1, description="A patch with more passing pixels than this keeps its last class."
+    )
+    wash_bay_zone: str = Field(
+        "wash_bay", description="A zone of this name is never watched for bare soil (it is the washing detector's)."
+    )
 
 
 @dataclass
@@ -84,7 +105,8 @@ class BareSoilDetector:
                     zone.cells.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
         self._shape = (height, width)
 
-    def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None) -> list[Detection]:
+    def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None,
+                shared: Any = None) -> list[Detection]:
         """One Detection per zone each time the zone is classified (confirmed when overdue)."""
         if not valid_image(image_bgr):
             return []
@@ -145,3 +167,24 @@ class BareSoilDetector:
                      "passing_cells": float(n - len(todo))},
             confirmed=confirmed, images=images,
         )
+
+
+def _zones(params: SoilParams, camera: CameraView) -> dict[str, Any]:
+    if params.zones:
+        return {z: pts for z, pts in camera.zones.items() if z in params.zones}
+    return {z: pts for z, pts in camera.zones.items() if z != params.wash_bay_zone}
+
+
+def _build(params: SoilParams, camera: CameraView, pool: ModelPool) -> BareSoilDetector:
+    return BareSoilDetector(_classifier(params, pool), _zones(params, camera), params, camera=camera.camera_id)
+
+
+def _classifier(params: SoilParams, pool: ModelPool) -> Any:
+    return pool.classifier("soil_cls", params.model, params.threads)
+
+
+SPEC = DetectorSpec(
+    name=NAME, params=SoilParams, build=_build, kinds=("bare_soil",), classifier=_classifier,
+    summary="grid cells of each zone classified bare / covered / hard; a zone uncovered too long is confirmed",
+    needs_zones=lambda params: list(params.zones) or ["(any zone)"],
+)

@@ -14,13 +14,17 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal
 
 import cv2
 import numpy as np
+from pydantic import Field, model_validator
 
 from detectors import ringelmann
 from detectors.background import RunningBackground, components, downscale, valid_image
 from detectors.geometry import Box, expand, normalise_box
+from detectors.pool import ModelPool
+from detectors.registry import CameraView, DetectorSpec, ModelParams
 from detectors.runtime import Classifier
 from detectors.tracking import Tracker
 from detectors.types import Detection, box_polygon
@@ -29,17 +33,33 @@ log = logging.getLogger(__name__)
 NAME = "black_smoke"
 
 
-@dataclass(frozen=True)
-class SmokeParams:
-    score_threshold: float = 0.5  # classifier probability of smoke
-    grade_limit: float = 1.0  # confirmed only above this Ringelmann grade (GB 36886-2018: grade 1, UNCONFIRMED)
-    persist_n: int = 5  # window of analyses per track
-    persist_k: int = 3  # smoky analyses needed in the window
-    analysis_width: int = 480  # pixels; candidates are found on this downscaled copy
-    min_blackness: float = 0.12  # a candidate pixel is at least this much darker than its background
-    min_area: float = 0.002  # smallest candidate, share of the image
-    min_motion: float = 0.05  # share of a candidate's pixels that changed since the last analysis
-    crop_margin: float = 0.25  # context around a candidate for the classifier
+class SmokeParams(ModelParams):
+    """Thresholds of the black-smoke detector (`detectors.black_smoke` in the config)."""
+
+    type: Literal["black_smoke"] = "black_smoke"
+    score_threshold: float = Field(0.5, gt=0, lt=1, description="Classifier probability for a region to count as smoke.")
+    grade_limit: float = Field(
+        1.0, ge=0, le=5,
+        description="Confirmed only when the median Ringelmann grade is above this (GB 36886-2018: above grade 1 "
+        "for non-road diesel machinery; UNCONFIRMED, check the local rule).",
+    )
+    persist_n: int = Field(5, ge=1, le=60, description="Window of analyses per plume track.")
+    persist_k: int = Field(3, ge=1, le=60, description="Smoky analyses needed in the window (DOMAIN: at least 3).")
+    analysis_width: int = Field(480, ge=160, le=1920, description="Candidates are found on a copy this wide (pixels).")
+    min_blackness: float = Field(
+        0.12, gt=0, lt=1, description="A candidate pixel is at least this much darker than its background (0..1)."
+    )
+    min_area: float = Field(0.002, gt=0, lt=1, description="Smallest candidate region, share of the image.")
+    min_motion: float = Field(
+        0.05, ge=0, le=1, description="Share of a candidate's pixels that changed since the last analysis."
+    )
+    crop_margin: float = Field(0.25, ge=0, le=2, description="Context around a candidate for the classifier.")
+
+    @model_validator(mode="after")
+    def _window(self) -> SmokeParams:
+        if self.persist_k > self.persist_n:
+            raise ValueError("persist_k must not exceed persist_n")
+        return self
 
 
 @dataclass(frozen=True)
@@ -82,7 +102,8 @@ class BlackSmokeDetector:
                 out.append(Candidate(box, mask, motion))
         return out, dark
 
-    def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None) -> list[Detection]:
+    def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None,
+                shared: Any = None) -> list[Detection]:
         """Detections for the smoky tracks seen in this image (confirmed ones flagged)."""
         if not valid_image(image_bgr):
             return []
@@ -146,3 +167,17 @@ class BlackSmokeDetector:
                      "window": float(self.params.persist_n), "motion": round(cand.motion, 3)},
             confirmed=confirmed, images=images,
         )
+
+
+def _build(params: SmokeParams, camera: CameraView, pool: ModelPool) -> BlackSmokeDetector:
+    return BlackSmokeDetector(_classifier(params, pool), params, camera=camera.camera_id)
+
+
+def _classifier(params: SmokeParams, pool: ModelPool) -> Any:
+    return pool.classifier("smoke_cls", params.model, params.threads)
+
+
+SPEC = DetectorSpec(
+    name=NAME, params=SmokeParams, build=_build, kinds=("black_smoke",), classifier=_classifier,
+    summary="dark moving plumes checked by a classifier, graded on the Ringelmann scale, confirmed per track",
+)

@@ -11,14 +11,17 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Literal
 
 import cv2
 import numpy as np
+from pydantic import Field, model_validator
 
 from detectors.background import RunningBackground, components, downscale, valid_image
 from detectors.geometry import as_line, as_polygon, centroid, inside, normalise_box, polygon_mask, side
+from detectors.pool import ModelPool
+from detectors.registry import CameraView, DetectorParams, DetectorSpec
 from detectors.tracking import Track, Tracker
 from detectors.types import Detection, box_polygon
 
@@ -26,16 +29,35 @@ log = logging.getLogger(__name__)
 NAME = "washing"
 
 
-@dataclass(frozen=True)
-class WashParams:
-    min_dwell_s: float = 15.0  # seconds a vehicle must stay in the wash bay
-    spray_required: bool = False  # also require visible spray while it is there
-    analysis_width: int = 320
-    foreground_level: float = 30.0  # grey levels against the background
-    min_area: float = 0.01  # smallest vehicle, share of the image
-    spray_share: float = 0.01  # share of the bay's pixels flickering bright that counts as spray
-    max_gap_s: float = 5.0  # longest gap between analyses still counted as dwell
-    history: int = 12  # small frames kept per track for the evidence sequence
+Point = tuple[float, float]
+
+
+class WashParams(DetectorParams):
+    """The exit camera's washing check (`detectors.washing` in the config)."""
+
+    type: Literal["washing"] = "washing"
+    wash_bay_zone: str = Field("wash_bay", description="Name of the camera zone that is the wash bay.")
+    exit_line: tuple[Point, Point] | None = Field(
+        None, description="The exit line [[x, y], [x, y]] in normalised coordinates; required where washing runs.",
+    )
+    min_dwell_s: float = Field(15.0, ge=0, le=600, description="Seconds a vehicle must stay in the wash bay.")
+    spray_required: bool = Field(False, description="Also require visible spray while the vehicle is in the bay.")
+    analysis_width: int = Field(320, ge=160, le=1920, description="Vehicles are found on a copy this wide (pixels).")
+    foreground_level: float = Field(30.0, ge=1, le=255, description="Grey levels against the background.")
+    min_area: float = Field(0.01, gt=0, lt=1, description="Smallest vehicle, share of the image.")
+    spray_share: float = Field(
+        0.01, gt=0, lt=1, description="Share of the bay's pixels flickering bright that counts as visible spray."
+    )
+    max_gap_s: float = Field(5.0, gt=0, le=60, description="Longest gap between analyses still counted as dwell.")
+    history: int = Field(12, ge=1, le=100, description="Small frames kept per track for the evidence sequence.")
+
+    @model_validator(mode="after")
+    def _line(self) -> WashParams:
+        if self.exit_line is not None:
+            a, b = self.exit_line
+            if a == b or not all(0.0 <= v <= 1.0 for v in (*a, *b)):
+                raise ValueError("exit_line needs two different points with coordinates in 0..1")
+        return self
 
 
 class WashingDetector:
@@ -67,7 +89,8 @@ class WashingDetector:
         sel = self._bay_mask > 0
         return float((bright & flicker)[sel].mean()) if sel.any() else 0.0
 
-    def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None) -> list[Detection]:
+    def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None,
+                shared: Any = None) -> list[Detection]:
         """Detections for vehicles that crossed the exit line in this analysis."""
         if not valid_image(image_bgr):
             return []
@@ -137,3 +160,17 @@ class WashingDetector:
                      "washed": float(washed)},
             confirmed=not washed, images=images,
         )]
+
+
+def _build(params: WashParams, camera: CameraView, pool: ModelPool) -> WashingDetector:
+    if params.exit_line is None or params.wash_bay_zone not in camera.zones:
+        raise ValueError(f"camera {camera.camera_id}: washing needs detectors.washing.exit_line and a "
+                         f"'{params.wash_bay_zone}' zone")
+    return WashingDetector(camera.zones[params.wash_bay_zone], params.exit_line, params, camera=camera.camera_id)
+
+
+SPEC = DetectorSpec(
+    name=NAME, params=WashParams, build=_build, kinds=("unwashed_vehicle", "vehicle_exit"),
+    summary="vehicles tracked through the wash bay and across the exit line; too short a stay is unwashed",
+    needs_zones=lambda params: [params.wash_bay_zone],
+)

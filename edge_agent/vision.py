@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from detectors import registry
+from detectors.pool import ModelPool
+from detectors.registry import CameraView, Detector
 from detectors.types import Detection
 from edge_agent.config import AgentConfig
 from edge_agent.config.cameras import CameraConfig
@@ -39,34 +42,13 @@ TEXT = {
 }
 
 
-def build_detectors(camera: CameraConfig, config: AgentConfig) -> list[Any]:
+def build_detectors(camera: CameraConfig, config: AgentConfig, pool: ModelPool | None = None) -> list[Detector]:
     """The detector instances one camera runs (each keeps its own per-camera state)."""
-    from detectors.bare_soil import BareSoilDetector
-    from detectors.black_smoke import BlackSmokeDetector
-    from detectors.runtime import load_shipped
-    from detectors.washing import WashingDetector
+    from detectors.geometry import as_polygon
 
-    settings = config.detectors
-    out: list[Any] = []
-    for name in camera.detectors:
-        if name == "black_smoke":
-            s = settings.black_smoke
-            out.append(BlackSmokeDetector(load_shipped("smoke_cls", s.model, s.threads), s.params(), camera=camera.id))
-        elif name == "bare_soil":
-            s2 = settings.bare_soil
-            bay = settings.washing.wash_bay_zone
-            zones = {z: pts for z, pts in camera.zones.items() if (z in s2.zones if s2.zones else z != bay)}
-            out.append(BareSoilDetector(load_shipped("soil_cls", s2.model, s2.threads), zones, s2.params(),
-                                        camera=camera.id))
-        elif name == "washing":
-            w = settings.washing
-            if w.exit_line is None or w.wash_bay_zone not in camera.zones:
-                raise ValueError(f"camera {camera.id}: washing needs detectors.washing.exit_line and a "
-                                 f"'{w.wash_bay_zone}' zone")
-            out.append(WashingDetector(camera.zones[w.wash_bay_zone], w.exit_line, w.params(), camera=camera.id))
-        else:
-            raise ValueError(f"camera {camera.id}: unknown detector {name!r}")
-    return out
+    view = CameraView(camera.id, {name: as_polygon(pts) for name, pts in camera.zones.items()})
+    pool = pool or ModelPool()
+    return [registry.build(config.detectors.settings(name), view, pool) for name in camera.detectors]
 
 
 class Vision:
@@ -76,7 +58,7 @@ class Vision:
 
     def __init__(self, config: AgentConfig, sink: ViolationSink):
         self.sink = sink
-        self.detectors: dict[str, list[Any]] = {}
+        self.detectors: dict[str, list[Detector]] = {}
         self.errors: dict[str, str] = {}
         for cam in config.cameras:
             if not cam.enabled or not cam.detectors:

@@ -122,9 +122,14 @@ def test_detectors_config_defaults_and_validation() -> None:
     from edge_agent.config.detectors import DetectorsConfig
 
     cfg = DetectorsConfig()
-    assert cfg.black_smoke.params().persist_k == 3
-    assert cfg.bare_soil.params().duration_s == 1800
-    assert cfg.washing.params().min_dwell_s == cfg.washing.min_dwell_s
+    assert cfg.settings("black_smoke").persist_k == 3  # type: ignore[attr-defined]
+    assert cfg.settings("bare_soil").duration_s == 1800  # type: ignore[attr-defined]
+    assert cfg.settings("washing").min_dwell_s == 15  # type: ignore[attr-defined]
+    custom = DetectorsConfig.model_validate({"smoke_strict": {"type": "black_smoke", "grade_limit": 2}})
+    assert custom.settings("smoke_strict").grade_limit == 2  # type: ignore[attr-defined]
+    assert "smoke_strict" in custom.names() and "washing" in custom.names()
+    with pytest.raises(ValidationError):
+        DetectorsConfig.model_validate({"smoke_strict": {"type": "blak_smoke"}})
     with pytest.raises(ValidationError):
         DetectorsConfig.model_validate({"black_smoke": {"persist_k": 6, "persist_n": 5}})
     with pytest.raises(ValidationError):

@@ -1,115 +1,54 @@
-"""`detectors:` — models and thresholds of the video detectors (which camera runs which
-detector, and its zones, are set per camera under `cameras:`)."""
+"""`detectors:` — parameters of the video detectors, validated through the detector registry.
+
+Each entry is `NAME: {type: DETECTOR, ...parameters}`; `type` defaults to the entry's name,
+so `black_smoke: {score_threshold: 0.6}` configures the black-smoke detector, and
+`smoke_strict: {type: black_smoke, grade_limit: 2}` adds a second set of its parameters that
+a camera can list by that name. The parameters of each type come from its module in
+detectors/ (a discriminated union on `type`): a new detector needs no change here. Which
+camera runs which detector, and its zones, are set per camera under `cameras:`.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Annotated, Any, Union
 
-from pydantic import Field, model_validator
+from pydantic import Field, RootModel, model_validator
 
-from edge_agent.config.base import Section
+from detectors.registry import DetectorParams, specs
 
-if TYPE_CHECKING:  # detectors pull in OpenCV; loading a config must not
-    from detectors.bare_soil import SoilParams
-    from detectors.black_smoke import SmokeParams
-    from detectors.washing import WashParams
-
-Point = tuple[float, float]
+DetectorSettings = Annotated[
+    Union[tuple(spec.params for spec in specs().values())],  # type: ignore[valid-type]  # noqa: UP007
+    Field(discriminator="type"),
+]
 
 
-class ModelSettings(Section):
-    """Where a detector's classifier comes from; a site may drop in its own model and card."""
+class DetectorsConfig(RootModel[dict[str, DetectorSettings]]):
+    """Detector parameters by entry name (default entries: one per registered detector)."""
 
-    model: Path | None = Field(
-        None, description="Path to a .tflite model with its card (same name, .yaml) beside it; "
-        "omit to use the shipped model.",
-    )
-    threads: int = Field(1, ge=1, le=8, description="LiteRT threads for this detector's classifier.")
+    model_config = {"frozen": True}
 
-
-class BlackSmokeSettings(ModelSettings):
-    score_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Classifier probability for a region to count as smoke."
-    )
-    grade_limit: float = Field(
-        1.0, ge=0, le=5,
-        description="Confirmed only when the median Ringelmann grade is above this (GB 36886-2018: above grade 1 "
-        "for non-road diesel machinery; UNCONFIRMED, check the local rule).",
-    )
-    persist_n: int = Field(5, ge=1, le=60, description="Window of analyses per plume track.")
-    persist_k: int = Field(3, ge=1, le=60, description="Smoky analyses needed in the window (DOMAIN: at least 3).")
-    min_blackness: float = Field(
-        0.12, gt=0, lt=1, description="A candidate pixel is at least this much darker than its background (0..1)."
-    )
-    min_area: float = Field(0.002, gt=0, lt=1, description="Smallest candidate region, share of the image.")
-
-    @model_validator(mode="after")
-    def _window(self) -> BlackSmokeSettings:
-        if self.persist_k > self.persist_n:
-            raise ValueError("persist_k must not exceed persist_n")
-        return self
-
-    def params(self) -> SmokeParams:
-        from detectors.black_smoke import SmokeParams
-
-        return SmokeParams(score_threshold=self.score_threshold, grade_limit=self.grade_limit,
-                           persist_n=self.persist_n, persist_k=self.persist_k,
-                           min_blackness=self.min_blackness, min_area=self.min_area)
-
-
-class BareSoilSettings(ModelSettings):
-    zones: list[str] = Field(
-        default_factory=list,
-        description="Names of the camera's zones to watch; empty: every zone of the camera but the wash bay.",
-    )
-    ratio_threshold: float = Field(0.1, ge=0, lt=1, description="Uncovered share of a zone above which it counts.")
-    duration_s: float = Field(
-        1800.0, ge=0, le=86400, description="A zone must stay above the threshold this long (default 30 min)."
-    )
-    score_threshold: float = Field(0.5, gt=0, lt=1, description="Classifier probability for a patch to be bare soil.")
-    grid: int = Field(16, ge=4, le=64, description="Square patches across the image width.")
-    classify_every_s: float = Field(
-        10.0, ge=0, le=3600, description="Classify the zones at most this often (soil changes slowly); 0: every frame."
+    root: dict[str, DetectorSettings] = Field(
+        default_factory=dict,
+        description="Per entry: `type` (default: the entry's name) and that detector's parameters.",
     )
 
-    def params(self) -> SoilParams:
-        from detectors.bare_soil import SoilParams
+    @model_validator(mode="before")
+    @classmethod
+    def _type_from_name(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {name: ({"type": name, **value} if isinstance(value, dict) and "type" not in value else value)
+                    for name, value in data.items()}
+        return data
 
-        return SoilParams(ratio_threshold=self.ratio_threshold, duration_s=self.duration_s,
-                          score_threshold=self.score_threshold, grid=self.grid,
-                          classify_every_s=self.classify_every_s)
+    def names(self) -> list[str]:
+        """What a camera may list: every registered detector and every configured entry."""
+        return sorted({*specs(), *self.root})
 
-
-class WashingSettings(Section):
-    wash_bay_zone: str = Field("wash_bay", description="Name of the camera zone that is the wash bay.")
-    exit_line: tuple[Point, Point] | None = Field(
-        None, description="The exit line [[x, y], [x, y]] in normalised coordinates; required where washing runs.",
-    )
-    min_dwell_s: float = Field(15.0, ge=0, le=600, description="Seconds a vehicle must stay in the wash bay.")
-    spray_required: bool = Field(False, description="Also require visible spray while the vehicle is in the bay.")
-    spray_share: float = Field(
-        0.01, gt=0, lt=1, description="Share of the bay's pixels flickering bright that counts as visible spray."
-    )
-
-    @model_validator(mode="after")
-    def _line(self) -> WashingSettings:
-        if self.exit_line is not None:
-            a, b = self.exit_line
-            if a == b or not all(0.0 <= v <= 1.0 for v in (*a, *b)):
-                raise ValueError("exit_line needs two different points with coordinates in 0..1")
-        return self
-
-    def params(self) -> WashParams:
-        from detectors.washing import WashParams
-
-        return WashParams(min_dwell_s=self.min_dwell_s, spray_required=self.spray_required,
-                          spray_share=self.spray_share)
-
-
-class DetectorsConfig(Section):
-    """Per detector: model override, threads and thresholds."""
-
-    black_smoke: BlackSmokeSettings = Field(default_factory=BlackSmokeSettings, description="Black smoke.")
-    bare_soil: BareSoilSettings = Field(default_factory=BareSoilSettings, description="Uncovered bare soil.")
-    washing: WashingSettings = Field(default_factory=WashingSettings, description="Vehicle washing at the exit.")
+    def settings(self, name: str) -> DetectorParams:
+        """The parameters an entry name stands for: the configured ones, or the type's defaults."""
+        if name in self.root:
+            return self.root[name]  # type: ignore[no-any-return]
+        spec = specs().get(name)
+        if spec is None:
+            raise KeyError(name)
+        return spec.default_params()

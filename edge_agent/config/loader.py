@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
+from detectors.registry import unknown_message
+from edge_agent.config.checks import cross_check
+from edge_agent.config.detectors import DetectorsConfig
 from edge_agent.config.root import AgentConfig
 
 Loc = tuple[str | int, ...]
@@ -78,10 +81,19 @@ def _position(loc: Loc, positions: dict[Loc, tuple[int, int]]) -> tuple[int, int
 
 
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
-    """Walk the model classes along a path, to list the keys valid at that point."""
+    """Walk the model classes along a path, to list the keys valid at that point.
+
+    `loc` is pydantic's: a discriminated union (the `detectors:` entries) puts the chosen tag
+    into the path right after the entry's key, which picks the member here.
+    """
     current: Any = model
     for part in loc:
         current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, RootModel):
+            current = _unwrap(current.model_fields["root"].annotation)
+        if isinstance(part, str) and _union_members(current):
+            current = _union_members(current).get(part)
+            continue
         if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
             if isinstance(part, int):
                 continue
@@ -97,12 +109,39 @@ def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
+def _union_members(tp: Any) -> dict[str, type[BaseModel]]:
+    """Tag -> member of a union discriminated on `type` (empty for anything else)."""
+    if typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    if typing.get_origin(tp) not in (typing.Union, types.UnionType):
+        return {}
+    out: dict[str, type[BaseModel]] = {}
+    for member in typing.get_args(tp):
+        if isinstance(member, type) and issubclass(member, BaseModel) and "type" in member.model_fields:
+            default = member.model_fields["type"].default
+            if isinstance(default, str):
+                out[default] = member
+    return out
+
+
+def _without_tags(loc: Loc) -> Loc:
+    """The path as written in the file: drop the union tag pydantic inserts after a `detectors:` entry."""
+    if len(loc) >= 3 and loc[0] == "detectors" and isinstance(loc[2], str):
+        value_type = typing.get_args(DetectorsConfig.model_fields["root"].annotation)[1]
+        members = _union_members(value_type)
+        if loc[2] in members:
+            return (*loc[:2], *loc[3:])
+    return loc
+
+
 def _unwrap(tp: Any) -> Any:
-    """Optional[X] -> X, list[X] -> X, Annotated[X, ...] -> X."""
+    """Optional[X] -> X, list[X] -> X, Annotated[X, ...] -> X; a union discriminated on `type` stays."""
     while True:
         origin = typing.get_origin(tp)
         if origin is typing.Annotated:
             tp = typing.get_args(tp)[0]
+        elif _union_members(tp):
+            return tp
         elif origin in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(tp) if a is not type(None)]
             models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
@@ -126,6 +165,9 @@ def _reason(err: dict[str, Any], loc: Loc) -> str:
         return f"unknown key '{key}'{hint}"
     if kind == "missing":
         return "required field is missing"
+    if kind == "union_tag_invalid":
+        tag = (err.get("ctx") or {}).get("tag", "")
+        return unknown_message(str(tag))
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
@@ -172,10 +214,17 @@ def load_config(path: str | Path) -> AgentConfig:
     except ValidationError as exc:
         for err in exc.errors():
             loc: Loc = tuple(err["loc"])
-            line, col = _position(loc, positions)
-            problems.append(Problem(name, line, col, _dotted(loc), _reason(dict(err), loc)))
+            where = _without_tags(loc)
+            if err["type"] == "union_tag_invalid":
+                where = (*where, "type")  # the tag's own line, where it was written
+            line, col = _position(where, positions)
+            problems.append(Problem(name, line, col, _dotted(where), _reason(dict(err), loc)))
         problems.sort(key=lambda p: (p.line, p.col))
         raise ConfigError(problems) from None
+    for finding in cross_check(config):
+        line, col = _position(finding.loc, positions)
+        problems.append(Problem(name, line, col, _dotted(finding.loc), finding.reason))
     if problems:
+        problems.sort(key=lambda p: (p.line, p.col))
         raise ConfigError(problems)
     return config
