@@ -88,10 +88,12 @@ def main() -> None:
     bureau.subscribe(f"{BASE}/event", qos=1)
     bureau.loop_start()
 
-    agent = build_agent(load_config(config))
+    parts = build_agent(load_config(config))
+
+    agent = parts.agent
     agent.start()
-    queue = agent.actions.queue  # type: ignore[attr-defined]
-    rules = agent.figures.rules  # type: ignore[attr-defined]
+    queue = parts.actions.queue
+    rules = parts.figures.rules
     rng = random.Random(4)
     audio: list[float] = []
     event: list[float] = []

@@ -1,9 +1,11 @@
 """The daemon: one process that owns the outbox, the uplink and every device component.
 
-Components (meters, cameras, speaker, relays, HJ 212...) register with the agent: each
-contributes health to the retained status and, optionally, figures to the minute
-telemetry. A component that fails is restarted with back-off and reported; the process
-itself exits only on a fatal error, and systemd restarts it.
+Components (meters, core, cameras, detectors, speaker and relays, evidence, bureau commands,
+HJ 212, the janitor) are registered with the agent before it starts: each contributes health
+to the retained status, and the supervisor (edge_agent/component.py) restarts any whose
+threads die, with back-off; the systemd watchdog is pinged only while all of them, and the
+uplink, are alive. The process itself exits only on a fatal error, and systemd restarts it.
+How the parts are built and joined is edge_agent/daemon.py.
 """
 
 from __future__ import annotations
@@ -11,18 +13,17 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edge_agent import __version__
 from edge_agent.archive import Archive
-from edge_agent.clock import clock_synchronized, utc_now
+from edge_agent.clock import SYSTEM_CLOCK, Clock, clock_synchronized
+from edge_agent.component import Component, Supervisor
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import Message, Outbox, encode_json
-from edge_agent.retention import Janitor
 from edge_agent.sd_notify import notify, watchdog_interval_s
 from edge_agent.timefmt import iso
 from edge_agent.uplink.mqtt import MqttUplink
@@ -30,27 +31,17 @@ from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
-
-class Component(Protocol):
-    """What the agent needs of a device or service it runs."""
-
-    name: str
-
-    def start(self) -> None: ...
-
-    def stop(self) -> None: ...
-
-    def health(self) -> Mapping[str, Any]: ...
-
-
 TelemetrySource = Callable[[datetime], Mapping[str, Any]]
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, *, now: Callable[[], datetime] = utc_now):
+    """The outbox, the uplink, the archive and the registered components, with their ticker."""
+
+    def __init__(self, config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK):
         self.config = config
-        self.now = now
-        self.started = time.time()
+        self.clock = clock
+        self.started = clock.now()
+        self._started_mono = clock.monotonic()
         self.tz = config.site.timezone
         data_dir = Path(config.storage.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -60,27 +51,29 @@ class Agent:
         self.topics = Topics(config.mqtt.topic_prefix, config.site.id, config.device.id)
         self.uplink = MqttUplink(
             config.mqtt, self.topics, self.outbox,
-            will_payload=encode_json(self._identity() | {"state": "offline", "reason": "connection lost"},
-                                     "will"),
+            will=lambda msg_id: encode_json(self._identity() | {"state": "offline", "reason": "connection lost"},
+                                            msg_id),
             on_connected=self._on_uplink_connected,
         )
         self.archive = Archive(data_dir / "archive.sqlite")
-        self.components: list[Component] = [Janitor(config.storage, self.archive)]
+        self.components: list[Component] = []
         self.telemetry_sources: dict[str, TelemetrySource] = {}
+        self.supervisor = Supervisor(self.components, clock.monotonic, watched=[_UplinkThread(self.uplink)])
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._clock_sync: bool | None = clock_synchronized()
-        # Supervision: restarts of components whose threads died, with back-off.
-        self.restarts: dict[str, int] = {}
-        self._next_restart: dict[str, float] = {}
 
-    # --- wiring ----------------------------------------------------------------------------
+    # --- registration (before start) ------------------------------------------------------------
 
     def add_component(self, component: Component) -> None:
         self.components.append(component)
 
     def add_telemetry(self, name: str, source: TelemetrySource) -> None:
         self.telemetry_sources[name] = source
+
+    @property
+    def restarts(self) -> dict[str, int]:
+        return self.supervisor.restarts
 
     # --- messages --------------------------------------------------------------------------
 
@@ -91,7 +84,7 @@ class Agent:
                 qos: int = 1) -> Message:
         """Store a message for the bureau (durably) and nudge the uplink."""
         if isinstance(payload, Mapping):
-            payload = {"time": iso(self.now(), self.tz), **self._identity(),
+            payload = {"time": iso(self.clock.now(), self.tz), **self._identity(),
                        "clock_synchronized": self._clock_sync, **payload}
         msg = self.outbox.put(leaf, payload, kind=kind, retain=retain, qos=qos)
         self.uplink.wake()
@@ -109,13 +102,13 @@ class Agent:
                 health.update({f"{comp.name}/{device}": dict(h) for device, h in report.items()})
             else:
                 health[comp.name] = report
-        for name, count in self.restarts.items():
+        for name, count in self.supervisor.restarts.items():
             if name in health:
                 health[name] = {**health[name], "restarts": count}
         return {
             "state": state,
             "started": iso(self.started, self.tz),
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
             "clock": {"synchronized": self._clock_sync},
             "outbox": self.outbox.stats(),
             "components": health,
@@ -155,17 +148,10 @@ class Agent:
                  __version__, self.config.site.id, self.config.device.id, self.data_dir, self.outbox.depth())
         if self._clock_sync is False:
             log.warning("system clock is not synchronised: every message and bundle will say so")
-        for comp in self.components:
-            self._start_component(comp)
+        self.supervisor.start_all()
         self.uplink.start()
         notify("READY=1")  # before the ticker, whose first act may be a watchdog ping
         self._spawn("ticker", self._ticker)
-
-    def _start_component(self, comp: Component) -> None:
-        try:
-            comp.start()
-        except Exception as exc:
-            log.exception("component %s failed to start: %s", comp.name, exc)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -173,75 +159,47 @@ class Agent:
         self._threads.append(thread)
 
     def _ticker(self) -> None:
-        """Telemetry on the wall-clock boundary of each interval; status refreshes; watchdog."""
+        """Telemetry on the wall-clock boundary of each interval; status refreshes; supervision; watchdog."""
         interval = self.config.telemetry.interval_s
         status_every = self.config.telemetry.status_interval_s
         watchdog = watchdog_interval_s()
-        next_tel = _next_boundary(self.now(), interval)
-        next_status = time.monotonic() + status_every
-        next_watchdog = time.monotonic()
+        next_tel = _next_boundary(self.clock.now(), interval)
+        next_status = self.clock.monotonic() + status_every
+        next_watchdog = self.clock.monotonic()
         while not self._stop.is_set():
-            now = self.now()
+            now = self.clock.now()
             if now >= next_tel:
                 try:
                     self.publish_telemetry(next_tel)
                 except Exception:
                     log.exception("telemetry failed")
                 next_tel = _next_boundary(now, interval)
-            if time.monotonic() >= next_status:
+            if self.clock.monotonic() >= next_status:
                 try:
                     self.publish_status()
                 except Exception:
                     log.exception("status failed")
-                next_status = time.monotonic() + status_every
-            self._supervise()
-            if watchdog is not None and time.monotonic() >= next_watchdog:
+                next_status = self.clock.monotonic() + status_every
+            self.supervisor.check()
+            if watchdog is not None and self.clock.monotonic() >= next_watchdog:
                 if self.alive():
                     notify("WATCHDOG=1")
                 else:
-                    log.error("a component thread has died: withholding the systemd watchdog ping")
-                next_watchdog = time.monotonic() + watchdog
-            wait = max(0.05, min((next_tel - self.now()).total_seconds(), 1.0))
-            self._stop.wait(wait)
-
-    def _supervise(self) -> None:
-        """Restart a component whose thread has died (5 s, 10 s, ... up to 5 min apart) and report it."""
-        for comp in self.components:
-            check = getattr(comp, "alive", None)
-            if check is None or check():
-                continue
-            now = time.monotonic()
-            if now < self._next_restart.get(comp.name, 0.0):
-                continue
-            count = self.restarts.get(comp.name, 0) + 1
-            self.restarts[comp.name] = count
-            self._next_restart[comp.name] = now + min(300.0, 5.0 * 2 ** (count - 1))
-            log.error("component %s stopped working: restarting it (restart %d)", comp.name, count)
-            try:
-                comp.stop()
-            except Exception:
-                log.exception("component %s failed to stop", comp.name)
-            self._start_component(comp)
+                    log.error("a component thread has died (%s): withholding the systemd watchdog ping",
+                              ", ".join(self.supervisor.dead()) or "uplink")
+                next_watchdog = self.clock.monotonic() + watchdog
+            wait = max(0.05, min((next_tel - self.clock.now()).total_seconds(), 1.0))
+            self.clock.wait(self._stop, wait)
 
     def alive(self) -> bool:
-        """Whether every thread that must run is running (components may add `alive()`)."""
-        if self.uplink._thread is None or not self.uplink._thread.is_alive():
-            return False
-        for comp in self.components:
-            check = getattr(comp, "alive", None)
-            if check is not None and not check():
-                return False
-        return True
+        """Whether every thread that must run is running: the uplink's and every component's."""
+        return self.supervisor.alive()
 
     def stop(self, timeout: float = 4.0) -> None:
         """Stop devices, tell the bureau we go offline on purpose, and flush what we can."""
         notify("STOPPING=1")
         self._stop.set()
-        for comp in reversed(self.components):
-            try:
-                comp.stop()
-            except Exception:
-                log.exception("component %s failed to stop", comp.name)
+        self.supervisor.stop_all()
         offline = None
         try:
             offline = self.publish_status("offline")
@@ -277,7 +235,28 @@ class Agent:
         return 0
 
 
+class _UplinkThread:
+    """The uplink as the supervisor sees it: restarted when its thread dies, started and stopped by the agent."""
+
+    name = "uplink"
+
+    def __init__(self, uplink: MqttUplink):
+        self.uplink = uplink
+
+    def start(self) -> None:
+        self.uplink.start()
+
+    def stop(self) -> None:
+        pass  # its thread is already gone; the agent's own stop drains and disconnects
+
+    def alive(self) -> bool:
+        return self.uplink.alive()
+
+    def health(self) -> dict[str, Any]:
+        return self.uplink.health.as_dict()
+
+
 def _next_boundary(now: datetime, interval_s: int) -> datetime:
     """The next multiple of interval_s since the epoch, so minutes end on :00."""
     epoch = now.astimezone(timezone.utc).timestamp()
-    return datetime.fromtimestamp((epoch // interval_s + 1) * interval_s, timezone.utc) + timedelta(0)
+    return datetime.fromtimestamp((epoch // interval_s + 1) * interval_s, timezone.utc)

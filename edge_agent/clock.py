@@ -1,6 +1,13 @@
-"""Is the system clock synchronised? Evidence needs a trusted time, so every message says.
+"""Time for the whole agent: one injectable clock, and whether the system clock is trusted.
 
-The kernel knows: adjtimex() reports TIME_ERROR (or the STA_UNSYNC flag) while no NTP/PTP
+Every part that stamps, schedules or waits takes a `Clock` from the agent instead of asking
+the system, so tests (and the soak bench) can move time forward without waiting it out:
+wall time (`now`) labels readings, messages and evidence; `monotonic` measures durations,
+which must not jump when NTP steps the wall clock; `wait` sleeps on this clock's terms and
+is cut short by a stop event.
+
+Is the system clock synchronised? Evidence needs a trusted time, so every message says. The
+kernel knows: adjtimex() reports TIME_ERROR (or the STA_UNSYNC flag) while no NTP/PTP
 daemon disciplines the clock. This works with chrony, ntpd and systemd-timesyncd alike.
 """
 
@@ -9,7 +16,87 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import sys
-from datetime import datetime, timezone
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What the agent's parts ask of time."""
+
+    def now(self) -> datetime:
+        """Wall-clock time, UTC and timezone-aware: for labels, schedules and figures."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds that never jump: for durations, cooldowns and tickers."""
+        ...
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        """Sleep `seconds` of this clock or until `stop` is set; True when stopped."""
+        ...
+
+
+class SystemClock:
+    """The machine's clocks."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        return stop.wait(max(0.0, seconds))
+
+
+class SkippingClock:
+    """Real time that can be moved forward on purpose (tests, benches).
+
+    `skip(s)` moves both wall and monotonic time on by `s` seconds at once and wakes every
+    `wait`, so a test can pass a 60-s window without spending 60 s. `step_wall(s)` moves only
+    the wall clock, as NTP does when it corrects a box with no battery clock.
+    """
+
+    _POLL_S = 0.05
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._offset = 0.0  # added to both clocks
+        self._wall_offset = 0.0  # added to the wall clock only
+
+    def now(self) -> datetime:
+        with self._lock:
+            extra = self._offset + self._wall_offset
+        return datetime.now(timezone.utc) + timedelta(seconds=extra)
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return time.monotonic() + self._offset
+
+    def skip(self, seconds: float) -> None:
+        with self._lock:
+            self._offset += seconds
+            self._lock.notify_all()
+
+    def step_wall(self, seconds: float) -> None:
+        with self._lock:
+            self._wall_offset += seconds
+            self._lock.notify_all()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        deadline = self.monotonic() + max(0.0, seconds)
+        while not stop.is_set():
+            left = deadline - self.monotonic()
+            if left <= 0:
+                return False
+            with self._lock:  # a skip wakes us; the stop event is polled
+                self._lock.wait(min(left, self._POLL_S))
+        return True
+
+
+SYSTEM_CLOCK = SystemClock()
 
 _TIME_ERROR = 5
 _STA_UNSYNC = 0x0040
@@ -58,4 +145,5 @@ def clock_synchronized() -> bool | None:
 
 
 def utc_now() -> datetime:
+    """The system's wall-clock time, UTC; parts of the agent ask their `Clock` instead."""
     return datetime.now(timezone.utc)

@@ -1,117 +1,152 @@
-"""Builds the agent from a config: which components run depends on which sections exist."""
+"""Builds the agent from a config: which parts run depends on which sections exist.
+
+Every part gets what it needs as constructor arguments (callables or small protocols),
+never the agent itself; the result is `Parts`, a frozen record of everything built, which
+`edge-agent run` starts and tests and benches inspect. The only joins made after a part
+exists are explicit subscriptions (the uplink's command topic, the cameras' frames and
+violations), because those two parts and the vision need each other.
+
+How a reading and a frame travel through these parts is the README's "Architecture".
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from datetime import datetime
 
 from drivers.types import Reading
 from edge_agent.actions import Actions
 from edge_agent.app import Agent
+from edge_agent.clock import SYSTEM_CLOCK, Clock
+from edge_agent.command_dispatch import CommandDispatcher, CommandHandler, action_handlers, build_dispatcher
 from edge_agent.config import AgentConfig
+from edge_agent.core import Core, ReadingQueue
 from edge_agent.evidence.bundle import open_store
-from edge_agent.figures import FiguresService
+from edge_agent.fanout import FanOut
 from edge_agent.history import ReadingHistory
 from edge_agent.measures import MeasureEngine
+from edge_agent.measures.figures import Figures
 from edge_agent.meters import MetersComponent
-from edge_agent.remote import action_handlers, build_dispatcher
+from edge_agent.retention import Janitor
 from edge_agent.rules import RuleEngine, Schedule
+from edge_agent.types import Measure
 from edge_agent.uplink.topics import Topics
-from edge_agent.violations import EvidenceWorker, ViolationHandler
+from edge_agent.video.activity import ActivityLog
+from edge_agent.video.cameras import CamerasComponent
+from edge_agent.video.vision import Vision
+from edge_agent.violations import EvidenceWorker, MediaSource, ViolationPath
 
 log = logging.getLogger(__name__)
 
 
-def build_agent(config: AgentConfig) -> Agent:
-    agent = Agent(config)
+@dataclass(frozen=True)
+class Parts:
+    """Everything `build_agent` made, typed; `agent` runs them all."""
+
+    agent: Agent
+    clock: Clock
+    history: ReadingHistory
+    engine: MeasureEngine
+    rules: RuleEngine
+    figures: Figures
+    core: Core
+    meters: MetersComponent
+    actions: Actions
+    evidence: EvidenceWorker
+    violations: ViolationPath
+    commands: CommandDispatcher
+    hj212: object | None  # edge_agent.hj212.client.Hj212Uplink, imported only when configured
+    cameras: CamerasComponent | None
+    vision: Vision | None
+
+    def start(self) -> None:
+        self.agent.start()
+
+    def stop(self, timeout: float = 4.0) -> None:
+        self.agent.stop(timeout)
+
+
+def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
+    agent = Agent(config, clock=clock)
     tz = config.site.timezone
+
+    def elapsed(_now: datetime) -> float:
+        return clock.monotonic()
+
+    # The crew first: speaker and relays.
+    actions = Actions.from_config(config)
+
+    # Cameras (built before the evidence that takes pictures from them; joined to vision below).
+    cameras = None
+    if any(cam.enabled for cam in config.cameras):
+        cameras = CamerasComponent(config.cameras, tz, site=config.site.id, device=config.device.id,
+                                   clip_dir=agent.data_dir / "clips", state_dir=agent.data_dir / "tamper")
+
+    # Evidence: readings behind the figure, pictures from the cameras, signed and chained.
+    history = ReadingHistory()
+    store = open_store(config, now=clock.now)
+    publish = agent.publish if config.evidence.publish else None
+    vision: Vision | None = None
+    activity: ActivityLog | None = None
+    media: list[MediaSource] = []
+    if cameras is not None:
+        from edge_agent.video.evidence import CameraEvidence
+
+        media.append(CameraEvidence(cameras))
+        activity = ActivityLog()
+    evidence = EvidenceWorker(store, history, publish, config.evidence.readings_window_s, media=media)
+
+    # One path for every violation, whoever raises it; the cameras back up noise-based night work.
+    violations = ViolationPath(act=actions.on_violation, publish=agent.publish, archive=agent.archive,
+                               evidence=evidence, enrich=activity.corroborate if activity is not None else None)
+    report = violations.report
+
+    if cameras is not None:
+        vision = Vision(config.cameras, config.detectors, report, activity=activity, clock=clock)
+        cameras.subscribe(frames=vision.on_frame, violations=report)
+
+    # Rules and figures, on the core thread.
     schedule = Schedule(config.schedule, tz)
     engine = MeasureEngine(timezone=config.schedule.timezone or tz,
                            night_windows=[(w.start, w.end) for w in config.schedule.night],
                            validity=config.rules.figure_validity)
-    rules = RuleEngine(config.rules, schedule)
-    history = ReadingHistory()
-    handler = ViolationHandler(agent)
-    rules.subscribe(handler)
-    agent.history = history  # type: ignore[attr-defined]
-    agent.violations = handler  # type: ignore[attr-defined]
-
-    actions = Actions.from_config(config)
-    agent.add_component(actions)
-    agent.actions = actions  # type: ignore[attr-defined]
-    handler.local_actions.append(actions.on_violation)
-
-    evidence = EvidenceWorker(open_store(config, now=agent.now), history,
-                              agent.publish if config.evidence.publish else None,
-                              config.evidence.readings_window_s)
-    agent.add_component(evidence)
-    agent.evidence = evidence  # type: ignore[attr-defined]
-    handler.evidence = evidence
-
-    # Bureau commands: verified, then carried out by the speaker and relays; acks upward.
-    dispatcher = build_dispatcher(config, agent.publish, now=agent.now)
-    for name, command in action_handlers(actions).items():
-        dispatcher.register(name, command)
-    agent.add_component(dispatcher)
-    agent.commands = dispatcher  # type: ignore[attr-defined]
-    agent.uplink.subscribe(Topics.CMD, dispatcher.on_message)
-
-    reading_sinks = [history.add, rules.on_reading]
-
+    rules = RuleEngine(config.rules, schedule, report, elapsed)
     hj212 = None
     if config.hj212 is not None:
         from edge_agent.hj212.client import Hj212Uplink
 
-        hj212 = Hj212Uplink(config.hj212, config.storage.data_dir, fsync=config.storage.fsync)
-        reading_sinks.append(hj212.on_reading)
+        hj212 = Hj212Uplink(config.hj212, config.storage.data_dir, clock.now, fsync=config.storage.fsync)
+    reading_consumers = [("history", history.add), ("rules", rules.on_reading)]
+    block_consumers: list[tuple[str, object]] = []
+    if hj212 is not None:
+        reading_consumers.append(("hj212", hj212.on_reading))
+        block_consumers.append(("hj212", hj212.on_period))
+    on_block = FanOut[tuple[int, datetime, list[Measure]]](
+        "closed block", [(name, lambda blk, f=f: f(*blk)) for name, f in block_consumers])  # type: ignore[misc]
+    on_reading = FanOut[Reading]("reading", reading_consumers)
 
-    def on_reading(reading: Reading) -> None:
-        for sink in reading_sinks:
-            try:
-                sink(reading)
-            except Exception:
-                log.exception("reading consumer failed")
+    readings = ReadingQueue()
+    meters = MetersComponent(config.meters, engine, readings.submit, clock.now)
+    figures = Figures(engine, rules, tz, on_block=lambda period, end, measures: on_block((period, end, measures)),
+                      report=report, elapsed=elapsed, device_health=meters.health)
+    core = Core(engine, figures, on_reading, clock, readings)
 
-    meters = MetersComponent(list(config.meters), engine, on_reading=on_reading)
-    agent.add_component(_Named("meters", meters))
-    figures = FiguresService(engine, rules, tz, device_health=meters.health)
-    agent.add_component(figures)
-    agent.figures = figures  # type: ignore[attr-defined]
+    # Bureau commands: verified, then carried out by the speaker, the relays, the cameras.
+    handlers: dict[str, CommandHandler] = dict(action_handlers(actions))
+    if cameras is not None:
+        from edge_agent.video.evidence import snapshot_command
+
+        handlers["snapshot"] = snapshot_command(cameras, store, publish)
+    commands = build_dispatcher(config, agent.publish, clock=clock, handlers=handlers)
+    agent.uplink.subscribe(Topics.CMD, commands.on_message)
+
     interval = config.telemetry.interval_s
     agent.add_telemetry("figures", lambda end: figures.telemetry(end, interval))
-    if hj212 is not None:
-        figures.on_period(hj212.on_period)
-        agent.add_component(_Named("hj212", hj212))
-
-    if any(cam.enabled for cam in config.cameras):
-        from edge_agent.video.cameras import CamerasComponent
-        from edge_agent.vision import CameraEvidence, Vision, snapshot_command
-
-        vision = Vision(config, handler)
-        cameras = CamerasComponent(config.cameras, tz, on_frame=vision.on_frame, on_violation=handler,
-                                   site=config.site.id, device=config.device.id,
-                                   clip_dir=agent.data_dir / "clips")
-        agent.add_component(cameras)
-        agent.add_component(vision)
-        agent.cameras = cameras  # type: ignore[attr-defined]
-        agent.vision = vision  # type: ignore[attr-defined]
-        evidence.media.append(CameraEvidence(cameras, cameras.camera_ids()))
-        dispatcher.register("snapshot", snapshot_command(cameras, evidence.store,
-                                                         agent.publish if config.evidence.publish else None))
-    return agent
-
-
-class _Named:
-    """Gives a component without a `name` one, for status and logs."""
-
-    def __init__(self, name: str, inner: object):
-        self.name = name
-        self.inner = inner
-
-    def start(self) -> None:
-        self.inner.start()  # type: ignore[attr-defined]
-
-    def stop(self) -> None:
-        self.inner.stop()  # type: ignore[attr-defined]
-
-    def health(self) -> dict[str, object]:
-        return dict(self.inner.health())  # type: ignore[attr-defined]
+    for component in (Janitor(config.storage, agent.archive), actions, evidence, commands, core, meters,
+                      hj212, cameras, vision):
+        if component is not None:
+            agent.add_component(component)  # type: ignore[arg-type]
+    return Parts(agent=agent, clock=clock, history=history, engine=engine, rules=rules, figures=figures,
+                 core=core, meters=meters, actions=actions, evidence=evidence, violations=violations,
+                 commands=commands, hj212=hj212, cameras=cameras, vision=vision)

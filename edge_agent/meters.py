@@ -1,16 +1,18 @@
-"""Meters: turn the `meters:` config into one bus thread per serial port, and feed the engine.
+"""Meters: turn the `meters:` config into one bus thread per serial port.
 
-Each reading goes to the MeasureEngine, then to `on_reading` (the core's queue, for rules
-that look at instantaneous values). Per-meter health (ok / degraded / down, last good time,
-error counts by kind, last error text) is what `…/status` publishes and what a
-`device_fault` violation is raised from.
+A bus thread only polls and hands each reading to `submit` (the core's bounded queue): the
+figures, rules, speaker and outbox work happen on the core thread, never on the thread
+that owns a serial port. Per-meter health (ok / degraded / down, last good time, error
+counts by kind, last error text) is what `…/status` publishes and what a `device_fault`
+violation is raised from.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 
 from drivers.modbus.poller import BusPoller, BusSpec, MeterSpec
 from drivers.modbus.profile import load_profile
@@ -21,7 +23,7 @@ from edge_agent.measures import MeasureEngine
 log = logging.getLogger(__name__)
 
 
-def build_buses(meters: list[MeterConfig]) -> list[BusSpec]:
+def build_buses(meters: Sequence[MeterConfig]) -> list[BusSpec]:
     """Group enabled meters by port; line settings come from the first meter (config checked they agree)."""
     by_port: dict[str, list[MeterConfig]] = defaultdict(list)
     for m in meters:
@@ -41,20 +43,17 @@ def build_buses(meters: list[MeterConfig]) -> list[BusSpec]:
 
 
 class MetersComponent:
-    def __init__(self, meters: list[MeterConfig], engine: MeasureEngine,
-                 on_reading: Callable[[Reading], None] | None = None):
-        self.engine = engine
-        self._on_reading = on_reading
+    """The component named "meters": one BusPoller per port."""
+
+    name = "meters"
+
+    def __init__(self, meters: Sequence[MeterConfig], engine: MeasureEngine, submit: Callable[[Reading], None],
+                 now: Callable[[], datetime]):
         self._buses = build_buses(meters)
         for bus in self._buses:
             for m in bus.meters:
                 engine.set_sample_period(m.id, m.poll_interval_s)
-        self._pollers = [BusPoller(bus, self._deliver) for bus in self._buses]
-
-    def _deliver(self, reading: Reading) -> None:
-        self.engine.add(reading)
-        if self._on_reading is not None:
-            self._on_reading(reading)
+        self._pollers = [BusPoller(bus, submit, now=now) for bus in self._buses]
 
     def start(self) -> None:
         for p in self._pollers:
@@ -66,11 +65,14 @@ class MetersComponent:
         for p in self._pollers:
             p.stop()
 
+    def alive(self) -> bool:
+        return all(p.alive() for p in self._pollers)
+
     def health(self) -> dict[str, dict[str, object]]:
         """Per meter id: state (ok/degraded/down), last_ok, errors by kind, last_error, ..."""
         out: dict[str, dict[str, object]] = {}
         for p in self._pollers:
             for meter_id, h in p.health().items():
-                h["thread_alive"] = p.alive
+                h["thread_alive"] = p.alive()
                 out[meter_id] = h
         return out

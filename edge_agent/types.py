@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Protocol
+
+
+class Publish(Protocol):
+    """Store a message for the bureau (durably, through the outbox) under a topic leaf."""
+
+    def __call__(self, leaf: str, payload: bytes | Mapping[str, Any], *, kind: str) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,19 @@ class Measure:
         }
 
 
+Outline = tuple[tuple[float, float], ...]  # a polygon in normalised image coordinates (0..1)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a camera saw behind a violation: outlined on the evidence snapshot, crops in the bundle."""
+
+    camera: str
+    label: str
+    outlines: tuple[Outline, ...] = ()
+    images: Mapping[str, Any] = field(default_factory=dict)  # name -> BGR ndarray
+
+
 @dataclass(frozen=True)
 class Violation:
     """A state change of one rule breach: `started`, `ongoing` (periodic), `ended`.
@@ -53,7 +74,7 @@ class Violation:
     source: str  # sensor or camera id
     figures: dict[str, float | str | None]
     message: str = ""  # one line for people, in the crew's language where it is spoken
-    evidence_ids: tuple[str, ...] = ()
+    seen: Seen | None = field(default=None, compare=False, repr=False)  # for evidence, never published
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -64,5 +85,4 @@ class Violation:
             "source": self.source,
             "figures": self.figures,
             "message": self.message,
-            "evidence": list(self.evidence_ids),
         }

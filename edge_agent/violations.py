@@ -16,10 +16,12 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from edge_agent.archive import Archive
 from edge_agent.evidence.bundle import EvidenceFile, EvidenceStore
 from edge_agent.evidence.publish import publish_bundle
 from edge_agent.history import ReadingHistory
-from edge_agent.types import Violation
+from edge_agent.types import Publish, Violation
+from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -27,33 +29,60 @@ log = logging.getLogger(__name__)
 MediaSource = Callable[[Violation], Sequence[EvidenceFile]]
 
 
-class ViolationHandler:
-    def __init__(self, agent: Any):
-        self.agent = agent
-        self.local_actions: list[Callable[[Violation], None]] = []
-        self.evidence: EvidenceWorker | None = None
-        self.counts: dict[str, int] = {}
+class ViolationPath:
+    """The one way a violation's state change travels, whoever raised it (rules, meters' health,
+    cameras, detectors): the crew first, then the bureau, then the evidence.
 
-    def __call__(self, violation: Violation) -> None:
-        for act in self.local_actions:
+    Each step is guarded: a failure is logged, counted in `failures` and does not stop the
+    next step. A `started` event says whether a bundle follows (`evidence_expected`); the
+    bundle's manifest names the violation's key.
+    """
+
+    def __init__(self, *, act: Callable[[Violation], None], publish: Publish, archive: Archive,
+                 evidence: EvidenceWorker | None, enrich: Callable[[Violation], Violation] | None = None):
+        self.act = act
+        self.enrich = enrich
+        self.publish = publish
+        self.archive = archive
+        self.evidence = evidence
+        self.failures: dict[str, int] = {}
+        self.reported: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def report(self, violation: Violation) -> None:
+        """Carry one state change through actions, event, archive and evidence. Never raises."""
+        with self._lock:
+            self.reported[violation.state] = self.reported.get(violation.state, 0) + 1
+        if self.enrich is not None:
             try:
-                act(violation)
+                violation = self.enrich(violation)
             except Exception:
-                log.exception("local action failed for %s", violation.kind)
+                log.exception("violation %s %s: adding corroboration failed", violation.kind, violation.key)
+        self._step("actions", violation, lambda: self.act(violation))
         body = violation.to_json()
-        if violation.state == "started" and self.evidence is not None:
-            body["evidence"] = "pending"  # its manifest will carry this violation's key
-            self.evidence.submit(violation)
-        self.agent.publish("event", body, kind="event")
-        try:
-            self.agent.archive.add("event", violation.time, body)
-        except Exception as exc:
-            log.error("could not archive event: %s", exc)
-        if violation.state == "started":
-            self.counts[violation.kind] = self.counts.get(violation.kind, 0) + 1
+        wants_bundle = violation.state == "started" and self.evidence is not None
+        if wants_bundle:
+            body["evidence_expected"] = True
+        self._step("event", violation, lambda: self.publish(Topics.EVENT, body, kind="event"))
+        self._step("archive", violation, lambda: self.archive.add("event", violation.time, body))
+        if wants_bundle:
+            assert self.evidence is not None
+            self._step("evidence", violation, lambda: self.evidence.submit(violation))  # type: ignore[union-attr]
         level = logging.WARNING if violation.state == "started" else logging.INFO
         log.log(level, "violation %s %s (%s): %s", violation.kind, violation.state, violation.source,
                 violation.message)
+
+    def _step(self, name: str, violation: Violation, call: Callable[[], object]) -> None:
+        try:
+            call()
+        except Exception:
+            with self._lock:
+                self.failures[name] = self.failures.get(name, 0) + 1
+            log.exception("violation %s %s %s: %s failed", violation.kind, violation.state, violation.key, name)
+
+    def health(self) -> dict[str, Any]:
+        with self._lock:
+            return {"reported": dict(self.reported), "failures": dict(self.failures)}
 
 
 class EvidenceWorker:
@@ -61,13 +90,13 @@ class EvidenceWorker:
 
     name = "evidence"
 
-    def __init__(self, store: EvidenceStore, history: ReadingHistory, publish: Callable[..., Any] | None,
-                 readings_window_s: float):
+    def __init__(self, store: EvidenceStore, history: ReadingHistory, publish: Publish | None,
+                 readings_window_s: float, media: Sequence[MediaSource] = ()):
         self.store = store
         self.history = history
         self.publish = publish
         self.readings_window_s = readings_window_s
-        self.media: list[MediaSource] = []
+        self.media = tuple(media)
         self._queue: queue.Queue[Violation | None] = queue.Queue(maxsize=256)
         self._thread: threading.Thread | None = None
         self.bundles = 0

@@ -39,7 +39,7 @@ def send_signed_command(port: int, key: object, name: str, args: dict[str, Any],
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from edge_agent.security.commands import sign_command
+    from edge_agent.security.bureau_command import sign_command
 
     now = datetime.now(timezone.utc)
     body = {"v": 1, "id": f"c-{name}-{nonce[:6]}", "name": name, "site": "site-test", "device": "box-1",

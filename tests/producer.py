@@ -16,7 +16,8 @@ from edge_agent.daemon import build_agent
 def main() -> int:
     config = load_config(sys.argv[1])
     start, count = int(sys.argv[2]), int(sys.argv[3])
-    agent = build_agent(config)
+    parts = build_agent(config)
+    agent = parts.agent
     agent.start()
     for seq in range(start, count):
         agent.publish("event", {"seq": seq}, kind="event")

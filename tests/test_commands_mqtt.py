@@ -22,8 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.app import Agent
 from edge_agent.config import load_config
 from edge_agent.daemon import build_agent
-from edge_agent.remote import AckResult, CommandDispatcher
-from edge_agent.security.commands import Command, sign_command
+from edge_agent.command_dispatch import AckResult, CommandDispatcher
+from edge_agent.security.bureau_command import Command, sign_command
 from edge_agent.security.keys import Signer, private_pem
 
 
@@ -71,8 +71,9 @@ def box(mosquitto: Broker, tmp_path: Path) -> Iterator[Box]:
     key_file.write_bytes(private_pem(key.private))
     config = load_config(write_config(tmp_path, mosquitto.port, bureau={
         "trusted_keys": [{"name": "test-bureau", "public_key": key.public_b64}]}))
-    agent = build_agent(config)
-    dispatcher: CommandDispatcher = agent.commands  # type: ignore[attr-defined]  # wired by the daemon
+    parts = build_agent(config)
+    agent = parts.agent
+    dispatcher: CommandDispatcher = parts.commands  # wired by the daemon
     shouts: list[Command] = []
     release = threading.Event()
     release.set()

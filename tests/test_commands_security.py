@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from edge_agent.config.security import BureauConfig, EvidenceConfig, TrustedKey
-from edge_agent.remote import AckResult, CommandDispatcher, build_dispatcher
+from edge_agent.command_dispatch import AckResult, CommandDispatcher, build_dispatcher
 from edge_agent.security.canonical import CanonicalError, canonical_bytes, format_number
-from edge_agent.security.commands import Command, CommandVerifier, Refused, VerifierPolicy, sign_command
+from edge_agent.security.bureau_command import Command, CommandVerifier, Refused, VerifierPolicy, sign_command
 from edge_agent.security.keys import Signer, key_id, public_b64, write_private_key
 from edge_agent.security.nonces import NonceStore
 
@@ -38,6 +38,22 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.moment
+
+
+class FixedClock:
+    """An agent clock whose wall time stands still at `moment`."""
+
+    def __init__(self, moment: datetime):
+        self.moment = moment
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wait(self, stop: threading.Event, seconds: float) -> bool:
+        return stop.wait(seconds)
 
 
 class Acks:
@@ -70,6 +86,7 @@ class Harness:
         self.ran: list[Command] = []
         self.dispatcher = CommandDispatcher(self.verifier, self.acks, refusal_acks_per_minute=acks_per_minute)
         self.dispatcher.register("shout", self._shout)
+        self.dispatcher.start()
 
     def _shout(self, command: Command) -> AckResult:
         self.ran.append(command)
@@ -332,7 +349,7 @@ def test_refusal_acks_are_rate_limited_and_counted(tmp_path: Path):
 
 
 def test_refusal_logging_is_rate_limited(h: Harness, caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.WARNING, logger="edge_agent.remote")
+    caplog.set_level(logging.WARNING, logger="edge_agent.command_dispatch")
     for _ in range(200):
         h.send("shout", signed(Signer(Ed25519PrivateKey.generate())))
     lines = [r for r in caplog.records if "refused" in r.getMessage()]
@@ -402,7 +419,8 @@ def test_build_dispatcher_from_config_trusts_inline_and_file_keys(tmp_path: Path
         {"name": "file", "file": str(tmp_path / "bureau.pub")},
         {"name": "gone", "file": str(tmp_path / "missing.pub")}]}))
     acks = Acks()
-    dispatcher = build_dispatcher(config, acks, now=lambda: T0)
+    dispatcher = build_dispatcher(config, acks, clock=FixedClock(T0))
+    dispatcher.start()
     assert set(dispatcher.health()["trusted_keys"]) == {inline.key_id, on_file.key_id}
     assert "'gone' is unusable" in caplog.text
     for signer in (inline, on_file):
@@ -456,7 +474,7 @@ def test_busy_and_stopping_boxes_refuse_instead_of_queueing_forever(h: Harness):
 
 
 def test_action_handlers_drive_speaker_and_relays_and_report_their_errors(h: Harness):
-    from edge_agent.remote import action_handlers
+    from edge_agent.command_dispatch import action_handlers
 
     calls: list[tuple[Any, ...]] = []
 

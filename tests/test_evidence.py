@@ -241,7 +241,8 @@ def test_verify_evidence_exit_codes_and_lines(tmp_path: Path, signer: Signer, ca
 
 def test_bundle_published_over_mosquitto_files_first_then_the_exact_manifest(mosquitto: Broker, tmp_path: Path):
     config = load_config(write_config(tmp_path, mosquitto.port))
-    agent = build_agent(config)
+    parts = build_agent(config)
+    agent = parts.agent
     store = open_store(config)
     bureau = Recorder(mosquitto.port, f"{BASE}/evidence/#").start()  # '#' also matches .../evidence itself
     agent.start()

@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from serial_helpers import Collector, SocatPair, socat_pair, wait_for
 
 from drivers.modbus import BusPoller, BusSpec, MeterSpec, load_profile
-from drivers.types import Quality
+from drivers.types import Quality, Reading
 from edge_agent.config.loader import load_config
 from edge_agent.measures import MeasureEngine, leq_of
 from edge_agent.meters import MetersComponent
@@ -131,7 +132,7 @@ def test_fault_flags_readings_and_recovers_within_two_polls(pty: SocatPair, faul
             health = poller.health()["noise1"]
             assert health["errors"][kind] >= 1, health
             assert str(health["last_error"]).startswith(kind)
-            assert poller.alive
+            assert poller.alive()
             t_clear = time.monotonic()
             sim.set_fault(None)
             t_ok, reading = got.wait(t_clear, Quality.OK, 5.0)
@@ -165,7 +166,7 @@ def test_flaky_wiring_keeps_the_agent_up(pty: SocatPair) -> None:
         poller.start()
         try:
             assert wait_for(lambda: sim.faults_injected >= 12 and len(got.readings()) >= 25, 15.0)
-            assert poller.alive
+            assert poller.alive()
         finally:
             poller.stop()
     qualities = {r.quality for r in got.readings()}
@@ -191,7 +192,7 @@ def test_port_vanishes_and_comes_back(pty: SocatPair) -> None:
             health = poller.health()["noise1"]
             assert health["errors"]["port"] >= 1 and health["port_open"] is False
             assert "no such port" in str(health["last_error"]) or "port failed" in str(health["last_error"])
-            assert poller.alive
+            assert poller.alive()
             pty.start()  # plugged back in (new pty numbers, same paths)
             assert wait_for(lambda: sim.opened.is_set(), 2.0)
             t_back = time.monotonic()
@@ -204,7 +205,7 @@ def test_port_vanishes_and_comes_back(pty: SocatPair) -> None:
 
 
 def test_component_from_config_feeds_engine_with_exact_figures(pty: SocatPair, tmp_path: Path) -> None:
-    """Config -> MetersComponent -> engine; the engine's Leq equals an energy mean of what arrived."""
+    """Config -> MetersComponent -> (the core's hand-over) -> engine; the Leq is an energy mean of what arrived."""
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         "site: {id: site1}\n"
@@ -222,7 +223,11 @@ def test_component_from_config_feeds_engine_with_exact_figures(pty: SocatPair, t
     sim = Simulator(pty.meter, [SimMeter(NOISE, 1, ConstantSource(50.0)),
                                        SimMeter(PM, 2, ConstantSource({"pm10": 100.0, "pm2_5": 40.0}))])
     levels = [50.0, 55.5, 61.2, 72.9, 58.3, 90.0]
-    component = MetersComponent(config.meters, engine, on_reading=got)
+    def submit(reading: Reading) -> None:  # what the core does with each reading the buses hand over
+        engine.add(reading)
+        got(reading)
+
+    component = MetersComponent(config.meters, engine, submit, lambda: datetime.now(timezone.utc))
     with sim:
         component.start()
         try:

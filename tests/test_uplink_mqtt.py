@@ -35,7 +35,8 @@ def dedupe(payloads: list[dict]) -> list[dict]:
 def test_backlog_while_broker_down_arrives_in_order_exactly_once(mosquitto: Broker, tmp_path: Path):
     bureau = Recorder(mosquitto.port, f"{BASE}/#").start()
     mosquitto.stop()  # the bureau's session and subscription are persisted by the broker
-    agent = build_agent(load_config(write_config(tmp_path, mosquitto.port)))
+    parts = build_agent(load_config(write_config(tmp_path, mosquitto.port)))
+    agent = parts.agent
     agent.start()
     try:
         for seq in range(1000):
@@ -55,7 +56,8 @@ def test_backlog_while_broker_down_arrives_in_order_exactly_once(mosquitto: Brok
 
 
 def test_status_online_with_version_uptime_outbox_and_clock(mosquitto: Broker, tmp_path: Path):
-    agent = build_agent(load_config(write_config(tmp_path, mosquitto.port)))
+    parts = build_agent(load_config(write_config(tmp_path, mosquitto.port)))
+    agent = parts.agent
     agent.start()
     try:
         deadline = time.monotonic() + 10
@@ -140,7 +142,8 @@ def test_tls_with_test_ca_and_password_file(tls_broker: Broker, tmp_path: Path):
         "host": "localhost", "tls": {"ca_file": str(tls_broker.tls_files["ca"])},
         "username": "site-test", "password": {"file": str(secret)}})
     bureau = Recorder(tls_broker.port, f"{BASE}/event").start()  # plain listener, same broker
-    agent = build_agent(load_config(config))
+    parts = build_agent(load_config(config))
+    agent = parts.agent
     agent.start()
     try:
         agent.publish("event", {"seq": 1}, kind="event")
@@ -157,7 +160,8 @@ def test_wrong_password_logs_clearly_and_retries(tls_broker: Broker, tmp_path: P
     config = write_config(tmp_path, tls_broker.tls_port, mqtt={
         "host": "localhost", "tls": {"ca_file": str(tls_broker.tls_files["ca"])},
         "username": "site-test", "password": {"env": "EDGE_TEST_MQTT_PW"}})
-    agent = build_agent(load_config(config))
+    parts = build_agent(load_config(config))
+    agent = parts.agent
     caplog.set_level(logging.INFO, logger="edge_agent")
     agent.start()
     try:
@@ -220,7 +224,8 @@ def test_sigterm_publishes_offline_itself_and_stops_quickly(mosquitto: Broker, t
 def test_telemetry_heartbeat_each_interval(mosquitto: Broker, tmp_path: Path):
     config = write_config(tmp_path, mosquitto.port, telemetry={"interval_s": 1, "status_interval_s": 10})
     bureau = Recorder(mosquitto.port, f"{BASE}/telemetry").start()
-    agent = build_agent(load_config(config))
+    parts = build_agent(load_config(config))
+    agent = parts.agent
     agent.start()
     try:
         beats = bureau.wait_for(lambda: len(bureau.payloads("telemetry")) >= 3 and bureau.payloads("telemetry"),
@@ -239,7 +244,8 @@ def test_auto_protocol_falls_back_to_311_on_a_broker_without_mqtt5(tmp_path: Pat
     from edge_agent.demo.broker import EmbeddedBroker
 
     broker = EmbeddedBroker().start()  # amqtt speaks MQTT 3.1.1 only
-    agent = build_agent(load_config(write_config(tmp_path, broker.port, mqtt={"protocol": "auto"})))
+    parts = build_agent(load_config(write_config(tmp_path, broker.port, mqtt={"protocol": "auto"})))
+    agent = parts.agent
     agent.start()
     try:
         agent.publish("event", {"seq": 1}, kind="event")
@@ -264,7 +270,8 @@ def test_mosquitto_gets_mqtt5_with_msg_id_user_property(mosquitto: Broker, tmp_p
     sub.subscribe(f"{BASE}/event", qos=1)
     sub.loop_start()
     time.sleep(0.3)
-    agent = build_agent(load_config(write_config(tmp_path, mosquitto.port)))
+    parts = build_agent(load_config(write_config(tmp_path, mosquitto.port)))
+    agent = parts.agent
     agent.start()
     try:
         stored = agent.publish("event", {"seq": 7}, kind="event")

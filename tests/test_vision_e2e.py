@@ -48,7 +48,8 @@ def test_black_plume_on_camera_gives_graded_event_and_verified_evidence(
                                     "clip_post_s": 3, "detectors": ["black_smoke"]}],
                           bureau={"trusted_keys": [{"name": "bureau", "public_key": bureau_key.public_b64}]})
     bureau = Recorder(mosquitto.port, f"{BASE}/#").start()
-    agent = build_agent(load_config(config))
+    parts = build_agent(load_config(config))
+    agent = parts.agent
     agent.start()
     try:
         started = bureau.wait_for(lambda: [e for e in bureau.payloads("event")

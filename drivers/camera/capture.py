@@ -152,6 +152,10 @@ class CameraCapture:
             if thread is not None:
                 thread.join(max(0.0, deadline - time.monotonic()))
 
+    def alive(self) -> bool:
+        """The watchdog thread runs (it brings a dead reader back itself); True before start."""
+        return self._watchdog is None or self._stop.is_set() or self._watchdog.is_alive()
+
     def latest_frame(self) -> Frame | None:
         """The last frame handed to analysis (for snapshots)."""
         return self._latest

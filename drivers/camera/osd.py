@@ -96,3 +96,32 @@ def watermark_jpeg(image_bgr: Any, lines: Sequence[str], quality: int = 90) -> b
     buf = io.BytesIO()
     draw_watermark(image_bgr, lines).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
+
+
+Outline = Sequence[tuple[float, float]]  # a polygon in normalised image coordinates (0..1)
+
+
+def draw_outlines(image_bgr: Any, outlines: Sequence[Outline], label: str = "",
+                  colour: tuple[int, int, int] = (0, 0, 255)) -> Any:
+    """A copy of the frame with each polygon outlined (what a detector saw), the label by the first.
+
+    The evidence keeps the clean frame too: the outlines are the box's reading of the picture,
+    not part of it.
+    """
+    import cv2
+    import numpy as np
+
+    out = image_bgr.copy()
+    h, w = out.shape[:2]
+    thickness = max(2, h // 270)
+    for i, outline in enumerate(outlines):
+        pts = np.array([[round(x * (w - 1)), round(y * (h - 1))] for x, y in outline], np.int32)
+        if len(pts) < 2:
+            continue
+        cv2.polylines(out, [pts.reshape(-1, 1, 2)], True, colour, thickness, cv2.LINE_AA)
+        if i == 0 and label:
+            x, y = int(pts[:, 0].min()), int(pts[:, 1].min())
+            scale = max(0.5, h / 1080)
+            cv2.putText(out, label.encode("ascii", "replace").decode(), (x, max(0, y - 6)),
+                        cv2.FONT_HERSHEY_SIMPLEX, scale, colour, max(1, thickness - 1), cv2.LINE_AA)
+    return out

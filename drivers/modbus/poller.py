@@ -75,11 +75,13 @@ class BusPoller:
     """Polls every meter of one bus from its own thread; hands Readings to `on_reading`."""
 
     def __init__(self, bus: BusSpec, on_reading: Callable[[Reading], None],
-                 opener: Callable[[BusSpec], RtuMaster] | None = None, seed: int | None = None):
+                 opener: Callable[[BusSpec], RtuMaster] | None = None, seed: int | None = None,
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
         if not bus.meters:
             raise ValueError(f"{bus.port}: a bus needs at least one meter")
         self.bus = bus
         self._on_reading = on_reading
+        self._now = now  # wall clock that stamps readings (the agent's, so tests can move it)
         self._opener = opener or (lambda b: RtuMaster.open(b.port, b.baud, b.parity, b.stopbits, b.gap_s))
         rng = random.Random(seed)
         now = time.monotonic()
@@ -108,9 +110,9 @@ class BusPoller:
             self._thread.join(timeout)
         self._close()
 
-    @property
     def alive(self) -> bool:
-        return bool(self._thread and self._thread.is_alive())
+        """The bus thread runs (True before start)."""
+        return self._thread is None or self._thread.is_alive()
 
     # ------------------------------------------------------------ health
     def health(self) -> dict[str, dict[str, object]]:
@@ -130,6 +132,7 @@ class BusPoller:
             "address": m.spec.address,
             "profile": m.spec.profile.name,
             "port_open": self._master is not None,
+            "port_reopens": self.reopens,
             "polls": m.polls,
             "ok_polls": m.ok_polls,
             "consecutive_failures": m.consecutive_failures,
@@ -213,7 +216,7 @@ class BusPoller:
         errors: list[ModbusError] = []
         for block in spec.profile.blocks():
             words, err = self._read_block(spec, block.function, block.start, block.count)
-            now = datetime.now(timezone.utc)
+            now = self._now()
             if err is not None:
                 errors.append(err)
                 readings += [Reading(spec.id, f.quantity, None, f.unit, now, Quality.COMM_ERROR)
@@ -284,7 +287,7 @@ class BusPoller:
         return Reading(m.spec.id, f.quantity, value, f.unit, now, Quality.OK)
 
     def _record(self, m: _MeterState, readings: list[Reading], errors: list[ModbusError]) -> None:
-        now = datetime.now(timezone.utc)
+        now = self._now()
         with self._lock:
             m.polls += 1
             if errors:

@@ -22,6 +22,7 @@ from edge_agent.actions.clips import ClipError, ClipLibrary
 from edge_agent.actions.relays import RelayController, Switch
 from edge_agent.actions.speaker_queue import Player, Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
 from edge_agent.config.actions import ActionRule, RelayConfig, SpeakerConfig, check_references
+from edge_agent.component import threads_alive
 from edge_agent.config.root import AgentConfig
 from edge_agent.types import Violation
 
@@ -90,6 +91,19 @@ class Actions:
             probe = getattr(self.player, "probe", None)
             if probe is not None:
                 probe()
+            self.queue.start()
+
+    def alive(self) -> bool:
+        """The relay timing thread and the speaker thread run (True before start)."""
+        speaker = self.queue.thread if self.queue is not None else None
+        return threads_alive(self._thread, speaker)
+
+    def revive(self) -> None:
+        """Start again whichever of its threads has died, keeping the pins claimed and the clips loaded."""
+        if self._thread is not None and not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._relay_loop, name="relays", daemon=True)
+            self._thread.start()
+        if self.queue is not None and self.queue.thread is not None and not self.queue.thread.is_alive():
             self.queue.start()
 
     def stop(self) -> None:
@@ -220,6 +234,6 @@ class Actions:
                     nxt = time.monotonic() + 1.0
                 if nxt is not None:
                     deadlines.append(nxt)
-            wait = None if not deadlines else max(0.0, min(deadlines) - time.monotonic())
+            wait = 1.0 if not deadlines else min(1.0, max(0.0, min(deadlines) - time.monotonic()))
             self._wake.wait(wait)
             self._wake.clear()

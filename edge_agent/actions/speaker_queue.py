@@ -110,6 +110,10 @@ class SpeakerQueue:
         self._thread = threading.Thread(target=self._run, name="speaker", daemon=True)
         self._thread.start()
 
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
     def stop(self, timeout: float = 2.0) -> None:
         """Cut what is playing, drop the queue, release the device."""
         with self._cond:

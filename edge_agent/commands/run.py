@@ -25,8 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from edge_agent.daemon import build_agent
 
     try:
-        agent = build_agent(config)
+        parts = build_agent(config)
     except Exception as exc:
         logging.getLogger("edge_agent").critical("cannot start: %s", exc, exc_info=True)
         return 1
-    return agent.run_forever()
+    return parts.agent.run_forever()

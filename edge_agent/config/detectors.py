@@ -10,16 +10,19 @@ camera runs which detector, and its zones, are set per camera under `cameras:`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import TYPE_CHECKING, Annotated, Any, Union
 
 from pydantic import Field, RootModel, model_validator
 
 from detectors.registry import DetectorParams, specs
 
-DetectorSettings = Annotated[
-    Union[tuple(spec.params for spec in specs().values())],  # type: ignore[valid-type]  # noqa: UP007
-    Field(discriminator="type"),
-]
+if TYPE_CHECKING:  # the members are known only at run time, from the registry
+    DetectorSettings = DetectorParams
+else:
+    DetectorSettings = Annotated[
+        Union[tuple(spec.params for spec in specs().values())],  # noqa: UP007
+        Field(discriminator="type"),
+    ]
 
 
 class DetectorsConfig(RootModel[dict[str, DetectorSettings]]):
@@ -47,7 +50,7 @@ class DetectorsConfig(RootModel[dict[str, DetectorSettings]]):
     def settings(self, name: str) -> DetectorParams:
         """The parameters an entry name stands for: the configured ones, or the type's defaults."""
         if name in self.root:
-            return self.root[name]  # type: ignore[no-any-return]
+            return self.root[name]
         spec = specs().get(name)
         if spec is None:
             raise KeyError(name)

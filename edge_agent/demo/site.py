@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from drivers.resources import bundled_config_dir
-from edge_agent.app import Agent
+from edge_agent.daemon import Parts
 from edge_agent.config import AgentConfig
 from edge_agent.daemon import build_agent
 from edge_agent.demo.broker import EmbeddedBroker
@@ -32,7 +32,7 @@ class DemoSite:
         self.mqtt = mqtt
         self.quiet = quiet
         self.broker: EmbeddedBroker | None = None
-        self.agent: Agent | None = None
+        self.parts: Parts | None = None
         self.console: ConsoleView | None = None
         self.buses: dict[str, SimulatedBus] = {}
         self.feeds: list[RtspFeed] = []
@@ -84,8 +84,8 @@ class DemoSite:
         if not self.quiet:
             base = f"{config.mqtt.topic_prefix}/{config.site.id}/{config.device.id}"
             self.console = ConsoleView(host, port, base, tz=config.site.timezone)
-        self.agent = build_agent(config)
-        self.agent.start()
+        self.parts = build_agent(config)
+        self.parts.start()
         print(f"demo: site {config.site.id} running; data and evidence in {self.out_dir}; Ctrl-C stops",
               flush=True)
         base = f"{config.mqtt.topic_prefix}/{config.site.id}/{config.device.id}"
@@ -129,8 +129,8 @@ class DemoSite:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        if self.agent is not None:
-            self.agent.stop(timeout=3)
+        if self.parts is not None:
+            self.parts.stop(timeout=3)
         if self.console is not None:
             self.console.stop()
         for bus in self.buses.values():

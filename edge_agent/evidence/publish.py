@@ -9,17 +9,11 @@ there when the manifest comes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
-
 from edge_agent.evidence.bundle import MANIFEST, Evidence
+from edge_agent.types import Publish
 from edge_agent.uplink.topics import Topics
 
 KIND = "evidence"
-
-
-class Publish(Protocol):
-    def __call__(self, leaf: str, payload: bytes | Mapping[str, Any], *, kind: str) -> object: ...
 
 
 def publish_bundle(evidence: Evidence, publish: Publish) -> int:

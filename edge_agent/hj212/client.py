@@ -25,12 +25,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.types import Reading
+from edge_agent.clock import utc_now
 from edge_agent.config.hj212 import Hj212Config
 from edge_agent.hj212.codec import (
     CpItem,
@@ -49,17 +50,13 @@ from edge_agent.types import Measure
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
+Now = Callable[[], datetime]  # the agent clock's wall time
 
 # HJ 212-2017 answer codes.
 QN_READY, QN_REFUSED, QN_BAD_PW, QN_BAD_MN, QN_BAD_CRC = "1", "2", "3", "4", "9"
 EXE_OK, EXE_BAD_REQUEST = "1", "3"
 RTD_INTERVAL_RANGE = (30, 3600)  # what a platform may set with CN 1062 (seconds); UNCONFIRMED
 _POLL_S = 0.2  # longest sleep of the connection loop: new outbox rows leave within this
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -82,7 +79,9 @@ class _LinkLost(Exception):
 class Hj212Uplink:
     """HJ 212 client. Feed it `on_reading` and `on_period`; it does the rest on its thread."""
 
-    def __init__(self, config: Hj212Config, data_dir: Path, clock: Clock = utc_now, *, fsync: bool = True):
+    name = "hj212"
+
+    def __init__(self, config: Hj212Config, data_dir: Path, clock: Now = utc_now, *, fsync: bool = True):
         self.cfg = config
         self._clock = clock
         self._pw = config.password()
@@ -94,7 +93,9 @@ class Hj212Uplink:
             timezone=config.timezone,
         )
         self._tz = ZoneInfo(config.timezone)
-        self.outbox = Outbox(Path(data_dir) / config.outbox_file, config.outbox_max_mb * 1024 * 1024, fsync=fsync)
+        self._outbox_args = (Path(data_dir) / config.outbox_file, config.outbox_max_mb * 1024 * 1024, fsync)
+        self.outbox = self._open_outbox()
+        self._outbox_open = True
         self._lock = threading.Lock()
         self._latest: dict[str, Reading] = {}
         self._last_qn = 0
@@ -162,9 +163,16 @@ class Hj212Uplink:
 
     # --- lifecycle --------------------------------------------------------------------------
 
+    def _open_outbox(self) -> Outbox:
+        path, cap, fsync = self._outbox_args
+        return Outbox(path, cap, fsync=fsync)
+
     def start(self) -> None:
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
             return
+        if not self._outbox_open:  # started again after a stop (the supervisor's restart)
+            self.outbox = self._open_outbox()
+            self._outbox_open = True
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="hj212-uplink", daemon=True)
         self._thread.start()
@@ -175,6 +183,10 @@ class Hj212Uplink:
             self._thread.join(timeout if timeout is not None else self.cfg.connect_timeout_s + 2)
             self._thread = None
         self.outbox.close()
+        self._outbox_open = False
+
+    def alive(self) -> bool:
+        return self._thread is None or self._thread.is_alive()
 
     def health(self) -> dict[str, Any]:
         with self._lock:

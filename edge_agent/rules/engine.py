@@ -55,18 +55,29 @@ def _classify(value: float | None, limit: float, hysteresis: float) -> Condition
     return Condition.CLEAR
 
 
+def wall_seconds(now: datetime) -> float:
+    """Durations from the wall-clock labels themselves (tests that feed figures in time order)."""
+    return now.timestamp()
+
+
 class RuleEngine:
-    def __init__(self, rules: RulesConfig, schedule: Schedule, dust_quantities: Iterable[str] = ()):
+    """Judges readings and rolling figures; each state change goes to `report`.
+
+    `elapsed(now)` gives the seconds that durations (minimum duration, clear time, cooldown)
+    are measured in: the agent passes its monotonic clock, so a wall-clock step neither
+    completes nor prolongs a breach.
+    """
+
+    def __init__(self, rules: RulesConfig, schedule: Schedule, report: ViolationSink,
+                 elapsed: Callable[[datetime], float] = wall_seconds):
         self.rules = rules
         self.schedule = schedule
-        self.sinks: list[ViolationSink] = []
+        self.report = report
+        self.elapsed = elapsed
         self._trackers: dict[tuple[str, str], Tracker] = {}
-        self._last_noise: dict[str, datetime] = {}
+        self._last_noise: dict[str, float] = {}
         self._lock = threading.Lock()
         self._out: list[Violation] = []
-
-    def subscribe(self, sink: ViolationSink) -> None:
-        self.sinks.append(sink)
 
     def active(self) -> list[Tracker]:
         with self._lock:
@@ -88,7 +99,7 @@ class RuleEngine:
         condition = _classify(value, limit, self.rules.noise.hysteresis_db) if night else Condition.CLEAR
         figures = {"lmax": value, "limit": limit, "period": "night" if night else "day", "unit": "dB(A)"}
         with self._lock:
-            self._last_noise[reading.sensor_id] = now
+            self._last_noise[reading.sensor_id] = self.elapsed(now)
             self._update("night_lmax", reading.sensor_id, rule.timing, now, condition, figures,
                          f"night Lmax {value:.1f} dB(A) over {limit:.0f} dB(A)")
         self._flush()
@@ -107,8 +118,9 @@ class RuleEngine:
             for sensor in dust_sensors | self._sources("dust_over_limit"):
                 self._dust(now, sensor, index)
             # A night-Lmax breach whose meter has gone quiet cannot be proven any longer.
+            mono = self.elapsed(now)
             for sensor, last in list(self._last_noise.items()):
-                if (now - last).total_seconds() > 5:
+                if mono - last > 5:
                     self._update("night_lmax", sensor, self.rules.night_lmax.timing, now, Condition.CLEAR,
                                  {"reason": "no readings"}, "")
         self._flush()
@@ -185,23 +197,16 @@ class RuleEngine:
             if condition is not Condition.OVER:
                 return
             tracker = self._trackers[(kind, source)] = Tracker(kind, source, timing)
-        violation = tracker.update(now, condition, figures, message)
+        violation = tracker.update(now, condition, figures, message, elapsed=self.elapsed(now))
         if violation is not None:
             self._out.append(violation)
 
     def _flush(self) -> None:
-        """Hand violations to consumers outside the lock (they may publish, play, collect evidence)."""
+        """Report state changes outside the lock (the report plays, publishes, collects evidence)."""
         with self._lock:
             out, self._out = self._out, []
         for violation in out:
-            self._deliver(violation)
-
-    def _deliver(self, violation: Violation) -> None:
-        for sink in self.sinks:
-            try:
-                sink(violation)
-            except Exception:
-                log.exception("violation consumer failed for %s", violation.kind)
+            self.report(violation)
 
 
 def _value(m: Measure | None) -> float | None:

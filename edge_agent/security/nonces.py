@@ -29,6 +29,7 @@ CREATE INDEX IF NOT EXISTS nonces_forget ON nonces (forget_at);
 class NonceStore:
     def __init__(self, path: Path):
         self.path = path
+        self.closed = False
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
@@ -66,3 +67,4 @@ class NonceStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self.closed = True

@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.camera import CameraCapture, CaptureSettings, ClipError, ClipInfo, StreamEvent, redact
-from drivers.camera.osd import watermark_jpeg
+from drivers.camera.osd import Outline, draw_outlines, watermark_jpeg
 from drivers.types import Frame
 from edge_agent.config.cameras import CameraConfig
 from edge_agent.types import Violation
@@ -51,7 +51,7 @@ class _Camera:
         self.cfg = cfg
         self.owner = owner
         self.motion = MotionGate(cfg.motion_min_ratio)
-        self.tamper = TamperMonitor(cfg.id, cfg.tamper)
+        self.tamper = TamperMonitor(cfg.id, cfg.tamper, state_dir=owner.state_dir)
         self.error: str | None = None
         self.analysis: CameraCapture | None = None
         self.recorder: CameraCapture | None = None
@@ -107,19 +107,25 @@ class CamerasComponent:
         self,
         configs: Sequence[CameraConfig],
         tz: str | ZoneInfo,
-        on_frame: Callable[[CameraFrame], None],
-        on_violation: Callable[[Violation], None],
+        on_frame: Callable[[CameraFrame], None] | None = None,
+        on_violation: Callable[[Violation], None] | None = None,
         *,
         site: str = "",
         device: str = "",
         clip_dir: Path | None = None,
+        state_dir: Path | None = None,
     ):
         self.tz = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
-        self.on_frame = on_frame
-        self.on_violation = on_violation
+        self.on_frame: Callable[[CameraFrame], None] = on_frame or _ignore
+        self.on_violation: Callable[[Violation], None] = on_violation or _ignore
         self.site, self.device = site, device
         self.clip_dir = clip_dir
+        self.state_dir = state_dir  # each camera's tamper reference view, kept across restarts
         self._cameras = {c.id: _Camera(c, self) for c in configs if c.enabled}
+
+    def subscribe(self, *, frames: Callable[[CameraFrame], None], violations: Callable[[Violation], None]) -> None:
+        """Where analysis frames and camera violations go (set once, before start)."""
+        self.on_frame, self.on_violation = frames, violations
 
     # --- Component -------------------------------------------------------------------------
 
@@ -134,6 +140,9 @@ class CamerasComponent:
         for cam in self._cameras.values():
             for capture in cam.captures():
                 capture.stop()
+
+    def alive(self) -> bool:
+        return all(capture.alive() for cam in self._cameras.values() for capture in cam.captures())
 
     def health(self) -> Mapping[str, Any]:
         cameras: dict[str, Any] = {}
@@ -165,9 +174,18 @@ class CamerasComponent:
         given, the main-stream frame at that time decoded from the packet ring. The stamped time
         is the frame's capture time, not the time of the call.
         """
+        taken, image = self._frame_for(camera_id, at)
+        return self._stamp(camera_id, image, taken, violation_text)
+
+    def marked_snapshots(self, camera_id: str, violation_text: str, outlines: Sequence[Outline],
+                         label: str = "") -> tuple[bytes, bytes]:
+        """(clean, marked) JPEGs of one frame: the marked copy outlines what was seen."""
+        taken, image = self._frame_for(camera_id, None)
+        return (self._stamp(camera_id, image, taken, violation_text),
+                self._stamp(camera_id, draw_outlines(image, outlines, label), taken, violation_text))
+
+    def _frame_for(self, camera_id: str, at: datetime | None) -> tuple[datetime, Any]:
         cam = self._get(camera_id)
-        image: Any = None
-        taken: datetime | None = None
         ring = cam.recorder.ring if cam.recorder is not None else None
         if ring is not None and (at is not None or cam.recorder is not cam.analysis):
             target = at.timestamp() if at is not None else (ring.newest() or time.time())
@@ -177,13 +195,14 @@ class CamerasComponent:
                 log.warning("camera %s: decoding the snapshot from the ring failed: %s", camera_id, exc)
                 found = None
             if found is not None:
-                taken, image = datetime.fromtimestamp(found[0], timezone.utc), found[1]
-        if image is None:
-            latest = cam.analysis.latest_frame() if cam.analysis is not None else None
-            if latest is None:
-                raise CameraUnavailable(f"camera {camera_id} has no picture yet")
-            taken, image = latest.time, latest.image
-        assert taken is not None
+                return datetime.fromtimestamp(found[0], timezone.utc), found[1]
+        latest = cam.analysis.latest_frame() if cam.analysis is not None else None
+        if latest is None:
+            raise CameraUnavailable(f"camera {camera_id} has no picture yet")
+        return latest.time, latest.image
+
+    def _stamp(self, camera_id: str, image: Any, taken: datetime, violation_text: str) -> bytes:
+        cam = self._get(camera_id)
         local = taken.astimezone(self.tz)
         lines = [
             " ".join(x for x in (self.site, self.device, camera_id) if x),
@@ -243,6 +262,10 @@ class CamerasComponent:
             self.on_frame(frame)
         except Exception:
             log.exception("frame consumer failed")
+
+
+def _ignore(item: object) -> None:
+    pass
 
 
 __all__ = ["CameraFrame", "CameraUnavailable", "CamerasComponent", "ClipError", "ClipInfo"]

@@ -1,12 +1,10 @@
-"""Bureau commands in, acks out: verify, run the handler off the MQTT thread, answer.
+"""Signed bureau commands in, acks out: verify, run the handler off the MQTT thread, answer.
 
-Wiring (the uplink delivers `cmd/ack` too, since `cmd/+` matches it; it is ignored):
+Wiring (edge_agent/daemon.py; the uplink delivers `cmd/ack` too, since `cmd/+` matches it;
+it is ignored):
 
-    dispatcher = build_dispatcher(agent.config, agent.publish, now=agent.now)
-    for name, handler in action_handlers(actions).items():   # shout, spray, strobe
-        dispatcher.register(name, handler)                   # any Callable[[Command], AckResult]
-    agent.add_component(dispatcher)
-    agent.uplink.subscribe(Topics.CMD, dispatcher.on_message)
+    dispatcher = build_dispatcher(config, publish, handlers={**action_handlers(actions), ...}, clock=clock)
+    uplink.subscribe(Topics.CMD, dispatcher.on_message)
 
 Every message on `cmd/<name>` gets acks on `cmd/ack`: either one `refused` with a reason,
 or `accepted` at once and then `done`, `failed` or `refused` when the handler returns.
@@ -21,24 +19,25 @@ An MQTT redelivery of an accepted command is refused as `replayed`: at most once
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.clock import clock_synchronized, utc_now
+from edge_agent.clock import SYSTEM_CLOCK, Clock, clock_synchronized
+from edge_agent.component import threads_alive
 from edge_agent.config import AgentConfig
-from edge_agent.security.commands import Ack, Command, CommandVerifier, Refused, VerifierPolicy, trusted_key_map
+from edge_agent.security.bureau_command import Ack, Command, CommandVerifier, Refused, VerifierPolicy, trusted_key_map
 from edge_agent.security.keys import KeyFileError, load_public_key, parse_public_key
 from edge_agent.security.nonces import NonceStore
 from edge_agent.timefmt import iso
+from edge_agent.types import Publish
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +54,7 @@ class AckResult:
     data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
-Handler = Callable[[Command], AckResult]
-
-
-class Publish(Protocol):
-    def __call__(self, leaf: str, payload: bytes | Mapping[str, Any], *, kind: str) -> object: ...
+CommandHandler = Callable[[Command], AckResult]
 
 
 def ping(command: Command) -> AckResult:
@@ -80,7 +75,7 @@ class ActionsLike(Protocol):
     def strobe(self, on: bool, duration_s: float | None = None) -> None: ...
 
 
-def action_handlers(actions: ActionsLike) -> dict[str, Handler]:
+def action_handlers(actions: ActionsLike) -> dict[str, CommandHandler]:
     """shout/spray/strobe handlers over the speaker and relays; `done` = queued or switched."""
 
     def run(name: str, call: Callable[[], None]) -> AckResult:
@@ -93,7 +88,7 @@ def action_handlers(actions: ActionsLike) -> dict[str, Handler]:
     def shout(c: Command) -> AckResult:
         return run("shout", lambda: actions.shout(c.args.get("clip"), c.args.get("text"), c.args.get("repeat", 1)))
 
-    def relay(name: str) -> Handler:
+    def relay(name: str) -> CommandHandler:
         method = actions.spray if name == "spray" else actions.strobe
         return lambda c: run(name, lambda: method(c.args["state"] == "on", c.args.get("duration_s")))
 
@@ -124,15 +119,17 @@ class CommandDispatcher:
 
     name = "commands"
 
-    def __init__(self, verifier: CommandVerifier, publish: Publish, handlers: Mapping[str, Handler] | None = None,
-                 *, tz: str = "UTC", refusal_acks_per_minute: int = 120, workers: int = 2, max_pending: int = 16,
+    def __init__(self, verifier: CommandVerifier, publish: Publish,
+                 handlers: Mapping[str, CommandHandler] | None = None, *, tz: str = "UTC", refusal_acks_per_minute: int = 120, workers: int = 2, max_pending: int = 16,
                  log_every_s: float = 60.0):
         self.verifier = verifier
         self.publish = publish
         self.tz = tz
-        self.handlers: dict[str, Handler] = {"ping": ping, "snapshot": no_camera, **(handlers or {})}
+        self.handlers: dict[str, CommandHandler] = {"ping": ping, "snapshot": no_camera, **(handlers or {})}
         self.max_pending = max_pending
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="command")
+        self._worker_count = max(1, workers)
+        self._jobs: queue.Queue[Command | None] = queue.Queue()
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._pending = 0
         self._idle = threading.Condition(self._lock)
@@ -144,12 +141,10 @@ class CommandDispatcher:
         self.refused: dict[str, int] = {}
         self.acks_suppressed = 0
         self.last_refusal = ""
-        self._stopped = False
+        self._stopped = True  # until start(): commands are refused as `shutting_down`
 
-    # --- wiring ------------------------------------------------------------------------------
-
-    def register(self, name: str, handler: Handler) -> None:
-        """Run `handler` for verified `name` commands (replaces the default, e.g. for snapshot)."""
+    def register(self, name: str, handler: CommandHandler) -> None:
+        """Run `handler` for verified `name` commands (replaces a default, e.g. for snapshot)."""
         self.handlers[name] = handler
 
     # --- the uplink thread ---------------------------------------------------------------------
@@ -179,11 +174,7 @@ class CommandDispatcher:
         self.accepted += 1
         log.info("command %s (%s) accepted, key %s", command.id, command.name, command.key_id)
         self._ack(Ack(command.id, command.name, "accepted"))
-        try:
-            self._pool.submit(self._run, command)
-        except RuntimeError:  # shutting down
-            self._finish()
-            self._ack(Ack(command.id, command.name, "failed", "shutting_down", "the box is stopping"))
+        self._jobs.put(command)
 
     def _refuse(self, name: str, exc: Refused) -> None:
         with self._lock:
@@ -210,6 +201,17 @@ class CommandDispatcher:
                     f" ({more} more refused for this reason since the last line)" if more else "")
 
     # --- the worker threads ---------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            command = self._jobs.get()
+            if command is None:
+                return
+            if self._stopped:
+                self._ack(Ack(command.id, command.name, "failed", "shutting_down", "the box is stopping"))
+                self._finish()
+                continue
+            self._run(command)
 
     def _run(self, command: Command) -> None:
         try:
@@ -244,13 +246,29 @@ class CommandDispatcher:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def start(self) -> None:
-        pass
+        """Start the handler threads (again, after a stop or when one has died)."""
+        if self.verifier.nonces.closed:
+            self.verifier.nonces = NonceStore(self.verifier.nonces.path)
+        self._stopped = False
+        self._threads = [t for t in self._threads if t.is_alive()]
+        while len(self._threads) < self._worker_count:
+            thread = threading.Thread(target=self._work, name=f"command-{len(self._threads)}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
+        """Let running handlers finish (2 s), fail what is still queued, close the nonce store."""
         self._stopped = True
         self.wait_idle(2.0)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for _ in self._threads:
+            self._jobs.put(None)
+        for thread in self._threads:
+            thread.join(0.5)
+        self._threads = [t for t in self._threads if t.is_alive()]
         self.verifier.nonces.close()
+
+    def alive(self) -> bool:
+        return threads_alive(*self._threads)
 
     def health(self) -> Mapping[str, Any]:
         with self._lock:
@@ -279,9 +297,9 @@ def load_trusted_keys(config: AgentConfig) -> dict[str, Ed25519PublicKey]:
     return trusted_key_map(keys)
 
 
-def build_dispatcher(config: AgentConfig, publish: Publish, *, now: Callable[[], datetime] = utc_now,
+def build_dispatcher(config: AgentConfig, publish: Publish, *, clock: Clock = SYSTEM_CLOCK,
                      clock_sync: Callable[[], bool | None] = clock_synchronized,
-                     handlers: Mapping[str, Handler] | None = None) -> CommandDispatcher:
+                     handlers: Mapping[str, CommandHandler] | None = None) -> CommandDispatcher:
     """A dispatcher for this box's config; nonces live in DATA_DIR/nonces.sqlite."""
     bureau = config.bureau
     policy = VerifierPolicy(
@@ -293,7 +311,7 @@ def build_dispatcher(config: AgentConfig, publish: Publish, *, now: Callable[[],
     if not policy.trusted:
         log.warning("no trusted bureau key: every command will be refused")
     nonces = NonceStore(Path(config.storage.data_dir) / "nonces.sqlite")
-    verifier = CommandVerifier(policy, nonces, now=now, clock_synchronized=clock_sync)
+    verifier = CommandVerifier(policy, nonces, now=clock.now, clock_synchronized=clock_sync)
     return CommandDispatcher(verifier, publish, handlers, tz=config.site.timezone,
                              refusal_acks_per_minute=bureau.refusal_acks_per_minute)
 

@@ -1,9 +1,10 @@
-"""The core's one-second clock for figures: rules on rolling windows, and the closing of blocks.
+"""The core's once-a-second work on figures: rules on rolling windows, and the closing of blocks.
 
-Every second the rolling figures go to the rules. At each local minute, hour and day
-boundary the block of figures is closed exactly once (the engine hands each block out once)
-and fanned out to every listener: the minute telemetry, the HJ 212 uplink. Meter health
-becomes `device_fault` violations here too, since a dead meter is a rule breach of its own.
+The core thread (edge_agent/core.py) calls `tick` every second. The rolling figures go to
+the rules. At each local minute, hour and day boundary the block of figures is closed
+exactly once (the engine hands each block out once) and passed to `on_block` (the minute
+telemetry, the HJ 212 uplink). Meter health becomes `device_fault` violations here too,
+since a dead meter is a rule breach of its own.
 """
 
 from __future__ import annotations
@@ -11,15 +12,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from edge_agent.config.rules import Timing
-from edge_agent.measures import MeasureEngine
-from edge_agent.rules import RuleEngine
+from edge_agent.measures.engine import MeasureEngine
+from edge_agent.rules.engine import RuleEngine, ViolationSink, wall_seconds
 from edge_agent.rules.tracker import Condition, Tracker
-from edge_agent.types import Measure, Violation
+from edge_agent.types import Measure
 
 log = logging.getLogger(__name__)
 
@@ -45,62 +46,27 @@ def _boundaries(prev: datetime, now: datetime, tz: ZoneInfo) -> list[tuple[int, 
     return out
 
 
-class FiguresService:
-    name = "figures"
+class Figures:
+    """Rolling figures to the rules, closed blocks to their listeners, meter faults to `report`."""
 
     def __init__(self, engine: MeasureEngine, rules: RuleEngine, timezone_name: str, *,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 on_block: PeriodListener, report: ViolationSink,
+                 elapsed: Callable[[datetime], float] = wall_seconds,
                  device_health: HealthSource | None = None):
         self.engine = engine
         self.rules = rules
         self.tz = ZoneInfo(timezone_name)
-        self.now = now
+        self.on_block = on_block
+        self.report = report
+        self.elapsed = elapsed
         self.device_health = device_health
-        self.listeners: list[PeriodListener] = []
         self._blocks: dict[tuple[int, datetime], list[Measure]] = {}
         self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._device_trackers: dict[str, Tracker] = {}
         self.evaluations = 0
-        self.last_error = ""
 
-    def on_period(self, listener: PeriodListener) -> None:
-        self.listeners.append(listener)
-
-    # --- component ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="figures", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(3)
-
-    def alive(self) -> bool:
-        return self._thread is None or self._thread.is_alive()
-
-    def health(self) -> dict[str, Any]:
-        return {"state": "degraded" if self.last_error else "ok", "evaluations": self.evaluations,
-                "last_error": self.last_error, **self.engine.stats()}
-
-    # --- the clock ---------------------------------------------------------------------------
-
-    def _loop(self) -> None:
-        prev = self.now()
-        while not self._stop.is_set():
-            now = self.now()
-            try:
-                self.tick(prev, now)
-                self.last_error = ""
-            except Exception as exc:  # a bad figure must not stop the rules for good
-                self.last_error = str(exc)
-                log.exception("figures: %s", exc)
-            prev = now
-            # Wake just after the next whole second, so block ends are seen promptly.
-            self._stop.wait(max(0.05, 1.0 - (self.now().timestamp() % 1.0) + 0.01))
+    def stats(self) -> dict[str, Any]:
+        return {"evaluations": self.evaluations, **self.engine.stats()}
 
     def tick(self, prev: datetime, now: datetime) -> None:
         """One evaluation: blocks that ended since `prev`, then the rules at `now`."""
@@ -111,11 +77,7 @@ class FiguresService:
                 for key in [k for k in self._blocks if k[1] < end - timedelta(hours=25)]:
                     del self._blocks[key]
                 self._cond.notify_all()
-            for listener in self.listeners:
-                try:
-                    listener(period, end, measures)
-                except Exception:
-                    log.exception("figures listener failed for the %d s block ending %s", period, end)
+            self.on_block(period, end, measures)
         self.rules.evaluate(now, self.engine.rolling(now))
         self._device_faults(now)
         self.evaluations += 1
@@ -147,13 +109,7 @@ class FiguresService:
                     continue
                 tracker = self._device_trackers[device] = Tracker("device_fault", device, DEVICE_FAULT_TIMING)
             figures = {"state": state, "last_error": str(health.get("last_error", ""))[:200]}
-            violation = tracker.update(now, condition, figures, f"device {device} is {state}")
+            violation = tracker.update(now, condition, figures, f"device {device} is {state}",
+                                       elapsed=self.elapsed(now))
             if violation is not None:
-                self._emit(violation)
-
-    def _emit(self, violation: Violation) -> None:
-        for sink in self.rules.sinks:
-            try:
-                sink(violation)
-            except Exception:
-                log.exception("violation consumer failed for %s", violation.kind)
+                self.report(violation)

@@ -1,0 +1,97 @@
+"""Pictures for evidence: what a violation's bundle gets from the cameras, and the bureau's snapshot.
+
+Every violation's bundle gets the watermarked snapshot and a clip from its own camera (a
+camera violation) or the site's first camera (a meter violation). Where a detector raised
+it, the bundle also gets a marked copy of the snapshot outlining what was seen (the clean
+frame stays too: the outline is the box's reading, not part of the picture) and the
+detector's own crops (e.g. the plume and its background patch for a Ringelmann grade).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+from edge_agent.command_dispatch import AckResult
+from edge_agent.evidence.bundle import EvidenceFile, EvidenceStore
+from edge_agent.evidence.publish import publish_bundle
+from edge_agent.security.bureau_command import Command
+from edge_agent.types import Publish, Seen, Violation
+from edge_agent.video.cameras import CamerasComponent
+
+log = logging.getLogger(__name__)
+
+
+class CameraEvidence:
+    """Snapshot(s), clip and detector crops for a violation's bundle (an evidence media source)."""
+
+    def __init__(self, cameras: CamerasComponent):
+        self.cameras = cameras
+
+    def __call__(self, violation: Violation) -> list[EvidenceFile]:
+        ids = self.cameras.camera_ids()
+        camera = violation.source if violation.source in ids else (ids[0] if ids else None)
+        if camera is None:
+            return []
+        files: list[EvidenceFile] = []
+        text = f"{violation.kind} {violation.message}"[:80]
+        seen = violation.seen
+        try:
+            # The latest analysed frame (<= 1 s old at 1 fps): decoding the moment from the packet ring
+            # would start a second 1080p decoder and its frame pool (tens of MB) for each bundle.
+            if seen is not None and seen.outlines and seen.camera == camera:
+                clean, marked = self.cameras.marked_snapshots(camera, text, seen.outlines, seen.label[:60])
+                files += [EvidenceFile("snapshot.jpg", clean), EvidenceFile("snapshot_marked.jpg", marked)]
+            else:
+                files.append(EvidenceFile("snapshot.jpg", self.cameras.snapshot(camera, text)))
+        except Exception as exc:
+            log.warning("evidence snapshot from %s failed: %s", camera, exc)
+        if seen is not None:
+            files += _crops(seen)
+        try:
+            clip = self.cameras.clip(camera, violation.time)  # the ring holds seconds, not the whole breach
+            files.append(EvidenceFile("clip.mp4", clip.read_bytes()))
+            clip.unlink(missing_ok=True)  # the bundle holds its own copy
+        except Exception as exc:
+            log.warning("evidence clip from %s failed: %s", camera, exc)
+        return files
+
+
+def _crops(seen: Seen) -> list[EvidenceFile]:
+    """The detector's evidence images (BGR arrays) as JPEGs named after their role."""
+    out = []
+    for name, image in seen.images.items():
+        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+            continue
+        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if ok:
+            out.append(EvidenceFile(f"detector_{name}.jpg", jpeg.tobytes()))
+    return out
+
+
+def snapshot_command(cameras: CamerasComponent, store: EvidenceStore,
+                     publish: Publish | None) -> Callable[[Command], AckResult]:
+    """The bureau's `snapshot` command: a watermarked JPEG, as a signed bundle of its own."""
+
+    def handle(command: Command) -> AckResult:
+        ids = cameras.camera_ids()
+        camera = command.args.get("camera") or (ids[0] if ids else None)
+        if camera not in ids:
+            return AckResult("failed", "unknown_camera", f"no camera {camera!r}; configured: {', '.join(ids)}")
+        try:
+            jpeg = cameras.snapshot(camera, f"bureau snapshot {command.id}")
+        except Exception as exc:
+            return AckResult("failed", "camera_unavailable", str(exc))
+        evidence = store.create([EvidenceFile("snapshot.jpg", jpeg)],
+                                subject={"command": command.id, "name": "snapshot", "camera": camera})
+        if publish is not None:
+            publish_bundle(evidence, publish)
+        return AckResult("done", data={"evidence": evidence.id, "camera": camera})
+
+    return handle
+
+
+__all__ = ["CameraEvidence", "snapshot_command"]

@@ -1,0 +1,247 @@
+"""Cameras meet detectors: frames go to the detectors each camera lists, detections become violations.
+
+Which detectors exist, their parameters and how each is built come from the registry in
+detectors/registry.py; this module gives each camera one worker thread, one model pool and,
+per analysed frame, one `SharedFeatures` so detectors on a camera share backbone passes.
+
+Detectors know tracks and persistence (a plume confirmed over 3 analyses, a zone uncovered
+for 30 minutes); this module only gives those confirmations the violation life cycle
+(`started` / `ended`) the rest of the core speaks; a started violation carries what was seen
+(its outlines, the detector's evidence crops) so the bundle can show it. Site activity
+(people and machines) goes to the ActivityLog, to back up a noise-based `night_work`.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from detectors import registry
+from detectors.geometry import as_polygon
+from detectors.pool import ModelPool
+from detectors.registry import CameraView, Detector
+from detectors.shared import SharedFeatures
+from detectors.types import Detection
+from edge_agent.clock import SYSTEM_CLOCK, Clock
+from edge_agent.config.cameras import CameraConfig
+from edge_agent.config.detectors import DetectorsConfig
+from edge_agent.config.rules import Timing
+from edge_agent.rules.tracker import Condition, Tracker
+from edge_agent.types import Seen, Violation
+from edge_agent.video.activity import Activity, ActivityLog
+
+log = logging.getLogger(__name__)
+
+ViolationSink = Callable[[Violation], None]
+
+# How long a detector's confirmation may lapse before its violation ends.
+DETECTION_TIMING = {
+    "black_smoke": Timing(min_duration_s=0, clear_s=30, cooldown_s=60, ongoing_every_s=300),
+    "bare_soil": Timing(min_duration_s=0, clear_s=60, cooldown_s=600, ongoing_every_s=1800),
+}
+# Kinds that happen in a moment (a vehicle crossing the exit line): started and ended together.
+MOMENT_KINDS = frozenset({"unwashed_vehicle", "uncovered_load"})
+TEXT = {
+    "black_smoke": "black smoke, Ringelmann grade {ringelmann}",
+    "bare_soil": "zone {zone}: {uncovered_ratio} of the surface uncovered",
+    "unwashed_vehicle": "vehicle left without washing (dwell {dwell_s} s)",
+    "uncovered_load": "truck left with its load uncovered",
+}
+
+
+def camera_view(camera: CameraConfig) -> CameraView:
+    return CameraView(camera.id, {name: as_polygon(pts) for name, pts in camera.zones.items()})
+
+
+def build_detectors(camera: CameraConfig, detectors: DetectorsConfig, pool: ModelPool) -> list[Detector]:
+    """The detector instances one camera runs (each keeps its own per-camera state)."""
+    view = camera_view(camera)
+    return [registry.build(detectors.settings(name), view, pool) for name in camera.detectors]
+
+
+class _CameraWorker:
+    """One camera's detectors, their model pool and the thread that runs them."""
+
+    def __init__(self, camera_id: str, detectors: list[Detector], pool: ModelPool, vision: Vision):
+        self.camera_id = camera_id
+        self.detectors = detectors
+        self.pool = pool
+        self.vision = vision
+        # A one-frame slot: the capture thread never waits on a detector, and a slow box
+        # analyses the newest frame rather than a backlog.
+        self.slot: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            return
+        _drain(self.slot)
+        self.thread = threading.Thread(target=self._work, name=f"detect-{self.camera_id}", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        _replace(self.slot, None)
+        if self.thread is not None:
+            self.thread.join(3)
+
+    def _work(self) -> None:
+        while True:
+            item = self.slot.get()
+            if item is None:
+                return
+            self.vision.analyse(item)
+
+
+class Vision:
+    """The component named "detectors": runs each camera's detectors and raises their violations."""
+
+    name = "detectors"
+
+    def __init__(self, cameras: Sequence[CameraConfig], detectors: DetectorsConfig, report: ViolationSink, *,
+                 activity: ActivityLog | None = None, clock: Clock = SYSTEM_CLOCK):
+        self.report = report
+        self.activity = activity
+        self.clock = clock
+        self.errors: dict[str, str] = {}
+        self._workers: dict[str, _CameraWorker] = {}
+        for cam in cameras:
+            if not cam.enabled or not cam.detectors:
+                continue
+            pool = ModelPool()
+            try:
+                built = build_detectors(cam, detectors, pool)
+            except Exception as exc:  # a bad model file must not take the cameras down
+                self.errors[cam.id] = str(exc)
+                log.error("camera %s: detectors not started: %s", cam.id, exc)
+                continue
+            self._workers[cam.id] = _CameraWorker(cam.id, built, pool, self)
+        self._trackers: dict[str, Tracker] = {}
+        self._lock = threading.Lock()
+        self.analysed = 0
+        self.dropped = 0
+        self.ms_last: dict[str, float] = {}
+
+    # --- component ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for worker in self._workers.values():
+            worker.start()
+
+    def stop(self) -> None:
+        for worker in self._workers.values():
+            worker.stop()
+
+    def alive(self) -> bool:
+        return all(w.thread is None or w.thread.is_alive() for w in self._workers.values())
+
+    def health(self) -> dict[str, Any]:
+        return {"state": "degraded" if self.errors else "ok", "cameras": sorted(self._workers),
+                "analysed": self.analysed, "dropped": self.dropped, "errors": dict(self.errors),
+                "ms_last": {k: round(v, 1) for k, v in self.ms_last.items()},
+                "models": {cam: w.pool.loaded() for cam, w in self._workers.items()}}
+
+    def detectors(self, camera_id: str) -> list[Detector]:
+        worker = self._workers.get(camera_id)
+        return list(worker.detectors) if worker else []
+
+    # --- frames in --------------------------------------------------------------------------------
+
+    def on_frame(self, camera_frame: Any) -> None:
+        """From a camera thread: hand the frame to that camera's detector worker."""
+        worker = self._workers.get(camera_frame.frame.camera_id)
+        if worker is not None and _replace(worker.slot, camera_frame):
+            self.dropped += 1
+
+    def analyse(self, camera_frame: Any) -> None:
+        """Run the camera's detectors on one analysis frame (on that camera's worker thread)."""
+        frame = camera_frame.frame
+        if camera_frame.tampered:
+            return  # a covered or moved view says nothing about the site
+        worker = self._workers.get(frame.camera_id)
+        if worker is None:
+            return
+        shared = SharedFeatures(frame.image, worker.pool)
+        for det in worker.detectors:
+            t0 = time.perf_counter()
+            try:
+                found = det.analyse(frame.image, frame.time, motion=camera_frame.motion, shared=shared)
+            except Exception as exc:
+                self.errors[frame.camera_id] = f"{det.name}: {exc}"
+                log.exception("detector %s on %s failed", det.name, frame.camera_id)
+                continue
+            self.ms_last[det.name] = (time.perf_counter() - t0) * 1000
+            for detection in found:
+                self.on_detection(detection)
+        self.analysed += 1
+
+    # --- detections out ---------------------------------------------------------------------------
+
+    def on_detection(self, d: Detection) -> None:
+        kind = d.kind
+        if kind == "site_activity":
+            if self.activity is not None:
+                m = d.metrics
+                self.activity.add(Activity(d.camera, d.time, int(float(m.get("people", 0))),
+                                           int(float(m.get("vehicles", 0))), int(float(m.get("moving", 0))),
+                                           tuple(d.regions)))
+            return
+        figures = _figures(d)
+        message = TEXT.get(kind, kind).format_map(_Safe(figures))
+        seen = Seen(d.camera, message, tuple(d.regions), dict(d.images))
+        if kind in MOMENT_KINDS:
+            if d.confirmed:
+                key = f"{kind}:{d.camera}:{d.key}"
+                for state in ("started", "ended"):
+                    self.report(Violation(kind, state, key, d.time, d.time, d.camera, figures, message,
+                                          seen=seen if state == "started" else None))
+            return
+        timing = DETECTION_TIMING.get(kind)
+        if timing is None:
+            return
+        with self._lock:
+            tracker = self._trackers.get(f"{kind}:{d.camera}:{d.key}")
+            if tracker is None:
+                if not d.confirmed:
+                    return
+                tracker = self._trackers[f"{kind}:{d.camera}:{d.key}"] = Tracker(kind, d.camera, timing)
+            violation = tracker.update(d.time, Condition.OVER if d.confirmed else Condition.CLEAR, figures, message,
+                                       elapsed=self.clock.monotonic())
+        if violation is not None:
+            if violation.state == "started":
+                violation = replace(violation, seen=seen)
+            self.report(violation)
+
+
+def _replace(slot: queue.Queue[Any], item: Any) -> bool:
+    """Put `item` in a one-slot queue, displacing what is there; True if something was displaced."""
+    displaced = _drain(slot)
+    try:
+        slot.put_nowait(item)
+    except queue.Full:
+        displaced = True
+    return displaced
+
+
+def _drain(slot: queue.Queue[Any]) -> bool:
+    try:
+        slot.get_nowait()
+        return True
+    except queue.Empty:
+        return False
+
+
+def _figures(d: Detection) -> dict[str, float | str | None]:
+    out: dict[str, float | str | None] = {"detector": d.detector, "score": round(float(d.score), 3)}
+    for k, v in d.metrics.items():
+        out[k] = round(float(v), 3) if isinstance(v, (int, float)) else str(v)
+    return out
+
+
+class _Safe(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        return "?"
