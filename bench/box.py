@@ -79,9 +79,9 @@ def main() -> None:
     from broker import Broker
 
     from detectors.training.synth import SmokeScene, SoilScene, WashScene
-    from edge_agent.demo.broker import free_port
     from edge_agent.demo.hardware import SimulatedBus
     from edge_agent.demo.scenes import RtspFeed, rtsp_available
+    from edge_agent.loopback import free_port
 
     why = rtsp_available()
     if why:

@@ -14,13 +14,13 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
 from edge_agent.archive import Archive
-from edge_agent.clock import SYSTEM_CLOCK, Clock, clock_synchronized
+from edge_agent.clock import SYSTEM_CLOCK, Clock, ClockSteps, clock_synchronized
 from edge_agent.component import Component, Supervisor
 from edge_agent.config import AgentConfig
 from edge_agent.outbox import Message, Outbox, encode_json
@@ -37,9 +37,10 @@ TelemetrySource = Callable[[datetime], Mapping[str, Any]]
 class Agent:
     """The outbox, the uplink, the archive and the registered components, with their ticker."""
 
-    def __init__(self, config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK):
+    def __init__(self, config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK, steps: ClockSteps | None = None):
         self.config = config
         self.clock = clock
+        self.steps = steps or ClockSteps()
         self.started = clock.now()
         self._started_mono = clock.monotonic()
         self.tz = config.site.timezone
@@ -109,7 +110,7 @@ class Agent:
             "state": state,
             "started": iso(self.started, self.tz),
             "uptime_s": round(self.clock.monotonic() - self._started_mono, 1),
-            "clock": {"synchronized": self._clock_sync},
+            "clock": {"synchronized": self._clock_sync, **self.steps.status()},
             "outbox": self.outbox.stats(),
             "components": health,
         }
@@ -168,6 +169,8 @@ class Agent:
         next_watchdog = self.clock.monotonic()
         while not self._stop.is_set():
             now = self.clock.now()
+            if next_tel - now > timedelta(seconds=interval):  # the wall clock was stepped back
+                next_tel = _next_boundary(now, interval)
             if now >= next_tel:
                 try:
                     self.publish_telemetry(next_tel)

@@ -18,6 +18,7 @@ import ctypes.util
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
@@ -97,6 +98,51 @@ class SkippingClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+STEP_THRESHOLD_S = 2.0  # wall time that moved this much more or less than monotonic time was stepped
+
+
+@dataclass(frozen=True)
+class ClockStep:
+    """The wall clock jumped by `seconds` (positive: forward) between `before` and `after`."""
+
+    seconds: float
+    before: datetime
+    after: datetime
+
+    def to_json(self) -> dict[str, object]:
+        return {"seconds": round(self.seconds, 3), "before": self.before.isoformat(), "after": self.after.isoformat()}
+
+
+class ClockSteps:
+    """Wall-clock steps seen by the core (NTP correcting a box with no battery clock).
+
+    Kept for the status (count and the last one) and for evidence: each bundle's manifest
+    carries the steps seen since the previous bundle, so a time on it can be judged.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+        self._last: ClockStep | None = None
+        self._unreported: list[ClockStep] = []
+
+    def record(self, step: ClockStep) -> None:
+        with self._lock:
+            self.count += 1
+            self._last = step
+            self._unreported = [*self._unreported[-99:], step]
+
+    def take_unreported(self) -> list[dict[str, object]]:
+        """The steps not yet put in a bundle (and forget them)."""
+        with self._lock:
+            out, self._unreported = [s.to_json() for s in self._unreported], []
+        return out
+
+    def status(self) -> dict[str, object]:
+        with self._lock:
+            return {"steps": self.count, "last_step": self._last.to_json() if self._last else None}
+
 
 _TIME_ERROR = 5
 _STA_UNSYNC = 0x0040

@@ -38,6 +38,7 @@ from edge_agent.security.keys import KeyFileError, load_public_key, parse_public
 from edge_agent.security.nonces import NonceStore
 from edge_agent.timefmt import iso
 from edge_agent.types import Publish
+from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +116,13 @@ class _TokenBucket:
 
 
 class CommandDispatcher:
-    """Also a Component: `agent.add_component(dispatcher)` puts its counters in status."""
+    """The component named "commands": verifies on the uplink thread, runs handlers on its own threads."""
 
     name = "commands"
 
     def __init__(self, verifier: CommandVerifier, publish: Publish,
-                 handlers: Mapping[str, CommandHandler] | None = None, *, tz: str = "UTC", refusal_acks_per_minute: int = 120, workers: int = 2, max_pending: int = 16,
+                 handlers: Mapping[str, CommandHandler] | None = None, *, tz: str = "UTC",
+                 refusal_acks_per_minute: int = 120, workers: int = 2, max_pending: int = 16,
                  log_every_s: float = 60.0):
         self.verifier = verifier
         self.publish = publish
@@ -204,7 +206,10 @@ class CommandDispatcher:
 
     def _work(self) -> None:
         while True:
-            command = self._jobs.get()
+            try:
+                command = self._jobs.get(timeout=1.0)
+            except queue.Empty:
+                continue
             if command is None:
                 return
             if self._stopped:
@@ -234,7 +239,7 @@ class CommandDispatcher:
 
     def _ack(self, ack: Ack) -> None:
         try:
-            self.publish("cmd/ack", {**ack.to_json(), "time": iso(self.verifier.now(), self.tz)}, kind=ACK_KIND)
+            self.publish(Topics.CMD_ACK, {**ack.to_json(), "time": iso(self.verifier.now(), self.tz)}, kind=ACK_KIND)
         except Exception:
             log.exception("could not store the ack for command %s", ack.id)
 
@@ -250,6 +255,16 @@ class CommandDispatcher:
         if self.verifier.nonces.closed:
             self.verifier.nonces = NonceStore(self.verifier.nonces.path)
         self._stopped = False
+        pending = []  # end-of-work markers from a stop must not end the new threads at once
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                pending.append(job)
+        for job in pending:
+            self._jobs.put_nowait(job)
         self._threads = [t for t in self._threads if t.is_alive()]
         while len(self._threads) < self._worker_count:
             thread = threading.Thread(target=self._work, name=f"command-{len(self._threads)}", daemon=True)

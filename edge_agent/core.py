@@ -7,7 +7,10 @@ The queue is bounded; if this thread falls that far behind, the oldest readings 
 and new ones are counted as dropped (the supervisor restarts a dead core thread).
 
 Once a second (just after the whole second, so blocks that end on :00 close promptly) the
-figures tick: closed minute/hour/day blocks go out, rolling figures go to the rules.
+figures tick: closed minute/hour/day blocks go out, rolling figures go to the rules. A wall
+clock that moved more or less than the monotonic clock was stepped (NTP on a box with no
+battery clock): the step is recorded (status, next evidence), the figures are relabelled
+and at most one partial block per period is closed, never a replay of every minute between.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from drivers.types import Reading
-from edge_agent.clock import Clock
+from edge_agent.clock import STEP_THRESHOLD_S, Clock, ClockStep, ClockSteps
 from edge_agent.measures.engine import MeasureEngine
 from edge_agent.measures.figures import Figures
 
@@ -51,12 +55,13 @@ class Core:
     name = "core"
 
     def __init__(self, engine: MeasureEngine, figures: Figures, on_reading: Callable[[Reading], None], clock: Clock,
-                 readings: ReadingQueue):
+                 readings: ReadingQueue, steps: ClockSteps | None = None):
         self.engine = engine
         self.figures = figures
         self.on_reading = on_reading
         self.clock = clock
         self.readings = readings
+        self.steps = steps or ClockSteps()
         self._queue = readings.queue
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,6 +92,7 @@ class Core:
 
     def _loop(self) -> None:
         prev = self.clock.now()
+        prev_mono = self.clock.monotonic()
         next_tick = self.clock.monotonic() + self._to_next_second()
         while not self._stop.is_set():
             wait = next_tick - self.clock.monotonic()
@@ -97,15 +103,27 @@ class Core:
                     continue
                 self._reading(reading)
                 continue
-            now = self.clock.now()
+            now, mono = self.clock.now(), self.clock.monotonic()
+            step = (now - prev).total_seconds() - (mono - prev_mono)
             try:
-                self.figures.tick(prev, now)
+                if abs(step) > STEP_THRESHOLD_S:
+                    self._clock_stepped(prev, now, step)
+                else:
+                    self.figures.tick(prev, now)
                 self.last_error = ""
             except Exception as exc:  # a bad figure must not stop the rules for good
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("figures tick failed: %s", exc)
-            prev = now
+            prev, prev_mono = now, mono
             next_tick = self.clock.monotonic() + self._to_next_second()
+
+    def _clock_stepped(self, prev: datetime, now: datetime, step: float) -> None:
+        log.warning("the wall clock jumped %+.1f s (%s -> %s): figures relabelled, at most one partial block "
+                    "closed per period", step, prev.isoformat(), now.isoformat())
+        self.steps.record(ClockStep(step, prev, now))
+        self.engine.clock_stepped(step)
+        self.figures.clock_stepped(prev, now)
+        self.figures.tick(now, now)  # the rules at the new time; no block boundary is crossed
 
     def _reading(self, reading: Reading) -> None:
         self.handled += 1

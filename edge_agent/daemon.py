@@ -12,29 +12,31 @@ How a reading and a frame travel through these parts is the README's "Architectu
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from drivers.types import Reading
 from edge_agent.actions import Actions
 from edge_agent.app import Agent
-from edge_agent.clock import SYSTEM_CLOCK, Clock
+from edge_agent.clock import SYSTEM_CLOCK, Clock, ClockSteps
 from edge_agent.command_dispatch import CommandDispatcher, CommandHandler, action_handlers, build_dispatcher
 from edge_agent.config import AgentConfig
 from edge_agent.core import Core, ReadingQueue
-from edge_agent.evidence.bundle import open_store
+from edge_agent.evidence.bundle import open_store as open_evidence_store
 from edge_agent.fanout import FanOut
 from edge_agent.history import ReadingHistory
 from edge_agent.measures import MeasureEngine
-from edge_agent.measures.figures import Figures
+from edge_agent.measures.figures import ClosedBlock, Figures
 from edge_agent.meters import MetersComponent
 from edge_agent.retention import Janitor
 from edge_agent.rules import RuleEngine, Schedule
-from edge_agent.types import Measure
+from edge_agent.types import Violation
 from edge_agent.uplink.topics import Topics
 from edge_agent.video.activity import ActivityLog
 from edge_agent.video.cameras import CamerasComponent
 from edge_agent.video.vision import Vision
+from edge_agent.violation_store import ViolationStore
 from edge_agent.violations import EvidenceWorker, MediaSource, ViolationPath
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,8 @@ class Parts:
 
 
 def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
-    agent = Agent(config, clock=clock)
+    steps = ClockSteps()  # wall-clock steps the core sees: in the status and the next evidence
+    agent = Agent(config, clock=clock, steps=steps)
     tz = config.site.timezone
 
     def elapsed(_now: datetime) -> float:
@@ -85,7 +88,7 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
 
     # Evidence: readings behind the figure, pictures from the cameras, signed and chained.
     history = ReadingHistory()
-    store = open_store(config, now=clock.now)
+    store = open_evidence_store(config, now=clock.now, clock_steps=steps.take_unreported)
     publish = agent.publish if config.evidence.publish else None
     vision: Vision | None = None
     activity: ActivityLog | None = None
@@ -95,11 +98,16 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
 
         media.append(CameraEvidence(cameras))
         activity = ActivityLog()
-    evidence = EvidenceWorker(store, history, publish, config.evidence.readings_window_s, media=media)
+    # Open violations and owed bundles live on disk: a crash or restart loses neither.
+    open_store = ViolationStore(agent.data_dir / "violations.sqlite", fsync=config.storage.fsync)
+    evidence = EvidenceWorker(store, history, publish, config.evidence.readings_window_s, media=media,
+                              jobs=open_store, clock=clock)
 
     # One path for every violation, whoever raises it; the cameras back up noise-based night work.
     violations = ViolationPath(act=actions.on_violation, publish=agent.publish, archive=agent.archive,
-                               evidence=evidence, enrich=activity.corroborate if activity is not None else None)
+                               evidence=evidence, store=open_store,
+                               enrich=activity.corroborate if activity is not None else None,
+                               grace_s=lambda v: recovery_grace_s(config, v), clock=clock)
     report = violations.report
 
     if cameras is not None:
@@ -117,20 +125,20 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
         from edge_agent.hj212.client import Hj212Uplink
 
         hj212 = Hj212Uplink(config.hj212, config.storage.data_dir, clock.now, fsync=config.storage.fsync)
-    reading_consumers = [("history", history.add), ("rules", rules.on_reading)]
-    block_consumers: list[tuple[str, object]] = []
+    reading_consumers: list[tuple[str, Callable[[Reading], object]]] = [
+        ("history", history.add), ("rules", rules.on_reading)]
+    block_consumers: list[tuple[str, Callable[[ClosedBlock], object]]] = []
     if hj212 is not None:
         reading_consumers.append(("hj212", hj212.on_reading))
-        block_consumers.append(("hj212", hj212.on_period))
-    on_block = FanOut[tuple[int, datetime, list[Measure]]](
-        "closed block", [(name, lambda blk, f=f: f(*blk)) for name, f in block_consumers])  # type: ignore[misc]
+        block_consumers.append(("hj212", hj212.on_block))
     on_reading = FanOut[Reading]("reading", reading_consumers)
+    on_block = FanOut[ClosedBlock]("closed block", block_consumers)
 
     readings = ReadingQueue()
     meters = MetersComponent(config.meters, engine, readings.submit, clock.now)
-    figures = Figures(engine, rules, tz, on_block=lambda period, end, measures: on_block((period, end, measures)),
-                      report=report, elapsed=elapsed, device_health=meters.health)
-    core = Core(engine, figures, on_reading, clock, readings)
+    figures = Figures(engine, rules, tz, on_block=on_block, report=report, elapsed=elapsed,
+                      device_health=meters.health)
+    core = Core(engine, figures, on_reading, clock, readings, steps)
 
     # Bureau commands: verified, then carried out by the speaker, the relays, the cameras.
     handlers: dict[str, CommandHandler] = dict(action_handlers(actions))
@@ -143,10 +151,27 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
 
     interval = config.telemetry.interval_s
     agent.add_telemetry("figures", lambda end: figures.telemetry(end, interval))
-    for component in (Janitor(config.storage, agent.archive), actions, evidence, commands, core, meters,
+    for component in (Janitor(config.storage, agent.archive), actions, evidence, violations, commands, core, meters,
                       hj212, cameras, vision):
         if component is not None:
-            agent.add_component(component)  # type: ignore[arg-type]
+            agent.add_component(component)
     return Parts(agent=agent, clock=clock, history=history, engine=engine, rules=rules, figures=figures,
                  core=core, meters=meters, actions=actions, evidence=evidence, violations=violations,
                  commands=commands, hj212=hj212, cameras=cameras, vision=vision)
+
+
+def recovery_grace_s(config: AgentConfig, v: Violation) -> float:
+    """How long after a restart a violation that was open may take to be seen again before it is
+    ended as `cleared_while_down`: its rule's minimum duration, plus the time its window needs
+    to hold enough samples to prove anything, plus a margin."""
+    rules = config.rules
+    windows: dict[str, tuple[float, float]] = {
+        "noise_over_limit": (rules.noise.window_s, rules.noise.timing.min_duration_s),
+        "noise_early_warning": (rules.early_warning.window_s, rules.early_warning.timing.min_duration_s),
+        "night_work": (rules.night_work.window_s, rules.night_work.timing.min_duration_s),
+        "dust_over_limit": (rules.dust.window_s, rules.dust.timing.min_duration_s),
+        "night_lmax": (0, rules.night_lmax.timing.min_duration_s),
+        "device_fault": (0, 60),
+    }
+    window, min_duration = windows.get(v.kind, (0, 60))
+    return window * rules.figure_validity + min_duration + 60.0

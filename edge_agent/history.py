@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 from datetime import datetime, timedelta
-from typing import Any
 
 from drivers.types import Reading
 
@@ -27,11 +26,3 @@ class ReadingHistory:
     def window(self, sensor_id: str, start: datetime, end: datetime) -> list[Reading]:
         with self._lock:
             return [r for r in self._by_sensor.get(sensor_id, ()) if start <= r.time <= end]
-
-
-def readings_json(readings: list[Reading]) -> list[dict[str, Any]]:
-    return [
-        {"sensor": r.sensor_id, "quantity": r.quantity, "value": r.value, "unit": r.unit,
-         "time": r.time.isoformat(timespec="milliseconds"), "quality": r.quality.value}
-        for r in readings
-    ]

@@ -17,7 +17,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.demo.broker import free_port
+from edge_agent.loopback import free_port
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:

@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from edge_agent.demo.broker import free_port  # noqa: F401  (re-exported: tests import it from here)
 from edge_agent.demo.scenes import SERVER, SYSTEM_PYTHON, rtsp_available  # one definition for demo and tests
+from edge_agent.loopback import free_port  # noqa: F401  (re-exported: tests import it from here)
 
 BITS, WIDTH = 40, 320
 

@@ -1,4 +1,6 @@
-"""A component whose thread dies is restarted with back-off and reported in status."""
+"""A component whose thread dies is restarted with back-off and reported in status: a toy component,
+then every component of a whole box (meters, core, cameras, detectors, speaker/relays, evidence,
+bureau commands, HJ 212, janitor, uplink) with its threads killed in turn."""
 
 from __future__ import annotations
 
@@ -6,11 +8,18 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from agent_config import write_config
-from broker import free_port
+from broker import Broker, free_port
+from rtsp_helpers import RtspServer, require_ffmpeg, require_rtsp
+from serial_helpers import socat_pair
 
+from drivers.modbus.profile import load_profile
 from edge_agent.app import Agent
 from edge_agent.config import load_config
+from edge_agent.daemon import build_agent
+from edge_agent.hj212.server import Hj212Server
+from firmware_tools.simulator import ConstantSource, SimMeter, Simulator
 
 
 class Flaky:
@@ -56,3 +65,85 @@ def test_dead_component_is_restarted_with_backoff_and_reported(tmp_path: Path):
         assert flaky.starts == 3 and agent.restarts["flaky"] == 2
     finally:
         agent.stop(timeout=1)
+
+
+# --- every component of a whole box, its threads killed one component at a time ---------------------
+
+
+def kill_thread(thread: threading.Thread) -> None:
+    """Raise SystemExit inside `thread`, as an uncaught error in its loop would end it."""
+    import ctypes
+
+    assert thread.ident is not None
+    done = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(SystemExit))
+    assert done == 1, f"could not reach thread {thread.name}"
+
+
+def threads_named(prefix: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
+
+
+# component name in status -> the prefix of the thread names it runs
+THREADS = {
+    "core": "core", "meters": "modbus:", "actions": "relays", "evidence": "evidence", "commands": "command-",
+    "hj212": "hj212-uplink", "janitor": "janitor", "cameras": "cam-cam1-watchdog", "detectors": "detect-cam1",
+    "uplink": "uplink-mqtt",
+}
+
+
+def test_every_component_thread_killed_in_turn_is_restarted_and_reported(
+        mosquitto: Broker, tmp_path: Path, pins: object):
+    require_rtsp()
+    require_ffmpeg()
+    from camera_scenes import H, W, encode
+
+    video = encode(tmp_path / "still.mp4", (np.full((H, W, 3), 90 + (i % 5), np.uint8) for i in range(50)))
+    platform = Hj212Server("127.0.0.1", 0)
+    platform.start()
+    server = RtspServer(free_port(), "--file", str(video)).start()
+    with socat_pair(tmp_path) as pty:
+        sim = Simulator(pty.meter, [SimMeter(load_profile("renke_rs_zs_n01"), 1, ConstantSource(50.0))]).start()
+        config = write_config(tmp_path, mosquitto.port,
+                       meters=[{"id": "noise-1", "port": pty.agent, "profile": "renke_rs_zs_n01",
+                                "poll_interval_s": 0.5}],
+                       relays=[{"id": "strobe", "pin": 27}],
+                       hj212={"host": "127.0.0.1", "port": platform.port, "mn": "690000D5800028F889221AC0",
+                              "pw": "123456", "reconnect_min_s": 0.05, "reconnect_max_s": 0.3},
+                       cameras=[{"id": "cam1", "url": server.url, "analysis_fps": 1,
+                                 "detectors": ["black_smoke"]}])
+        parts = build_agent(load_config(config))
+        agent = parts.agent
+        agent.start()
+        try:
+            for name, prefix in THREADS.items():
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and not threads_named(prefix):
+                    time.sleep(0.1)
+                victims = threads_named(prefix)
+                assert victims, f"{name}: no thread named {prefix}*"
+                for thread in victims:
+                    kill_thread(thread)
+                for thread in victims:
+                    thread.join(10)
+                    assert not thread.is_alive(), f"{name}: thread {thread.name} did not die"
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and agent.restarts.get(name, 0) < 1:
+                    time.sleep(0.1)
+                assert agent.restarts.get(name) == 1, f"{name} was not restarted: {agent.restarts}"
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not (agent.alive() and threads_named(prefix)):
+                    time.sleep(0.1)
+                assert threads_named(prefix), f"{name}: no new thread after the restart"
+                assert agent.alive(), f"not every component is alive after restarting {name}"
+                assert agent.status_payload()["components"].get(name, {}).get("restarts") == 1 or name == "meters"
+            # The box still works after all that: readings flow through the restarted core and buses.
+            handled = parts.core.handled
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and parts.core.handled <= handled:
+                time.sleep(0.1)
+            assert parts.core.handled > handled
+        finally:
+            agent.stop(timeout=2)
+            sim.stop()
+            server.kill()
+            platform.stop()

@@ -84,8 +84,8 @@ class BusPoller:
         self._now = now  # wall clock that stamps readings (the agent's, so tests can move it)
         self._opener = opener or (lambda b: RtuMaster.open(b.port, b.baud, b.parity, b.stopbits, b.gap_s))
         rng = random.Random(seed)
-        now = time.monotonic()
-        self._meters = [_MeterState(m, now + rng.uniform(0, min(m.poll_interval_s, 5.0))) for m in bus.meters]
+        start = time.monotonic()
+        self._meters = [_MeterState(m, start + rng.uniform(0, min(m.poll_interval_s, 5.0))) for m in bus.meters]
         self._master: RtuMaster | None = None
         self._port_error: str | None = None
         self._next_open = 0.0

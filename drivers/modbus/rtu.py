@@ -138,7 +138,7 @@ def _find_frame(req: Request, buf: bytes) -> tuple[int, int] | None:
     return None
 
 
-def frame_complete(req: Request, buf: bytes) -> bool:
+def frame_complete(req: Request, buf: bytes | bytearray) -> bool:
     """True once `buf` holds a valid answer: the reader can stop waiting."""
     return _find_frame(req, buf) is not None
 

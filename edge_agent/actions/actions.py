@@ -21,8 +21,8 @@ from drivers.speaker import Speaker
 from edge_agent.actions.clips import ClipError, ClipLibrary
 from edge_agent.actions.relays import RelayController, Switch
 from edge_agent.actions.speaker_queue import Player, Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
-from edge_agent.config.actions import ActionRule, RelayConfig, SpeakerConfig, check_references
 from edge_agent.component import threads_alive
+from edge_agent.config.actions import ActionRule, RelayConfig, SpeakerConfig, check_references
 from edge_agent.config.root import AgentConfig
 from edge_agent.types import Violation
 

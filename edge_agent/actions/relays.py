@@ -40,7 +40,7 @@ class Override:
 
 
 class RelayController:
-    """The policy for one relay. Thread-safe; call `tick()` when `next_deadline` comes."""
+    """The policy for one relay. Thread-safe; call `tick()` again by the time it returns."""
 
     def __init__(self, switch: Switch, *, max_on_s: float, min_off_s: float = 0.0,
                  clock: Callable[[], float] = time.monotonic):
@@ -55,7 +55,6 @@ class RelayController:
         self._on_since = 0.0
         self._off_since = float("-inf")  # never switched: no rest owed
         self._cut_off = False  # max_on_s tripped for the current demand
-        self._next: float | None = None
         self._cutoffs = 0
 
     @property
@@ -99,7 +98,6 @@ class RelayController:
             self._holders.clear()
             self._override = None
             self._set(False, self.clock())
-            self._next = None
 
     # --- policy ----------------------------------------------------------------------------
 
@@ -137,12 +135,7 @@ class RelayController:
                     deadlines.append(now + self.max_on_s)
                 else:
                     deadlines.append(ready)
-            self._next = min(deadlines) if deadlines else None
-            return self._next
-
-    @property
-    def next_deadline(self) -> float | None:
-        return self._next
+            return min(deadlines) if deadlines else None
 
     def _set(self, on: bool, now: float) -> None:
         if on == self._on:

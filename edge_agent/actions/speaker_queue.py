@@ -225,7 +225,7 @@ class SpeakerQueue:
                 now = time.monotonic()
                 if entry is None:
                     if not held:
-                        self._cond.wait()
+                        self._cond.wait(1.0)  # wake now and then: a thread stuck for good is not noticed
                         continue
                     idle_since = now if idle_since is None else idle_since
                     if now < idle_since + self.idle_close_s:

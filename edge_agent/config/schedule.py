@@ -10,36 +10,30 @@ national default night (GB 12523-2011 via the noise law) is 22:00–06:00.
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import Section, check_timezone
-
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-
-
-def _parse_hhmm(value: str) -> dt.time:
-    match = _HHMM.match(value)
-    if not match:
-        raise ValueError(f"expected HH:MM (24 h), got {value!r}")
-    return dt.time(int(match.group(1)), int(match.group(2)))
+from edge_agent.timefmt import parse_hhmm
 
 
 class TimeWindow(Section):
     """A daily window in the site's local time; it may run past midnight (23:00–07:00)."""
 
     start: str = Field(..., description="Start, HH:MM local time (inclusive).")
-    end: str = Field(..., description="End, HH:MM local time (exclusive); before start means the next day.")
+    end: str = Field(
+        ..., description="End, HH:MM local time (exclusive; 24:00 is the end of the day); before start means the "
+        "next day.",
+    )
 
     @field_validator("start", "end")
     @classmethod
     def _hhmm(cls, value: str) -> str:
-        _parse_hhmm(value)
+        parse_hhmm(value)
         return value
 
     def contains(self, local: dt.time) -> bool:
-        start, end = _parse_hhmm(self.start), _parse_hhmm(self.end)
+        start, end = parse_hhmm(self.start), parse_hhmm(self.end)
         if start == end:
             return True  # a 24-hour window
         if start < end:

@@ -11,6 +11,8 @@ from zoneinfo import ZoneInfo
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.uplink.topics import Topics
+
 SITE_TZ = ZoneInfo("Asia/Shanghai")
 
 
@@ -25,7 +27,7 @@ def _clock(payload: dict[str, Any]) -> str:
 def format_message(leaf: str, payload: dict[str, Any]) -> str | None:
     """One line per message; None for messages not worth a line (evidence file bytes)."""
     t = _clock(payload)
-    if leaf == "status":
+    if leaf == Topics.STATUS:
         comps = payload.get("components", {})
         bad = [name for name, h in comps.items() if h.get("state") not in ("ok", None)]
         outbox = payload.get("outbox", {})
@@ -39,7 +41,7 @@ def format_message(leaf: str, payload: dict[str, Any]) -> str | None:
                     continue
                 parts.append(f"{m['sensor']} {m['quantity']} {m['figure']} {m['value']:.1f} {m.get('unit', '')}")
         return f"{t} telemetry " + ("; ".join(parts[:6]) if parts else "(heartbeat, no figures yet)")
-    if leaf == "event":
+    if leaf == Topics.EVENT:
         figures = payload.get("figures", {})
         fig = ", ".join(f"{k} {v}" for k, v in list(figures.items())[:3])
         return f"{t} EVENT     {payload.get('kind')} {payload.get('state')}  {fig}"
@@ -47,7 +49,7 @@ def format_message(leaf: str, payload: dict[str, Any]) -> str | None:
         t = _clock({"time": payload.get("created")})
         names = ", ".join(f["name"] for f in payload.get("files", []))
         return f"{t} evidence  {payload.get('id')}  {names}, signed"
-    if leaf == "cmd/ack":
+    if leaf == Topics.CMD_ACK:
         return f"{t} ack       {payload.get('command')} {payload.get('result')}"
     return None
 

@@ -13,9 +13,8 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from drivers.resources import bundled_config_dir
-from edge_agent.daemon import Parts
 from edge_agent.config import AgentConfig
-from edge_agent.daemon import build_agent
+from edge_agent.daemon import Parts, build_agent
 from edge_agent.demo.broker import EmbeddedBroker
 from edge_agent.demo.console import ConsoleView
 from edge_agent.demo.hardware import SimulatedBus
@@ -113,7 +112,7 @@ class DemoSite:
             print(f"demo: no cameras ({why}); meters, rules and actions still run", flush=True)
             return
         print("demo: preparing the camera videos (encoded once, then cached)...", flush=True)
-        from edge_agent.demo.broker import free_port
+        from edge_agent.loopback import free_port
 
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edge-agent" / "demo-video"
         for cam, video in prepare(cache):

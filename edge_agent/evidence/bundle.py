@@ -125,8 +125,10 @@ class EvidenceStore:
 
     def __init__(self, root: Path, signer: Signer, site: str, device: str, *,
                  now: Callable[[], datetime] = utc_now,
-                 clock_sync: Callable[[], bool | None] = clock_synchronized):
+                 clock_sync: Callable[[], bool | None] = clock_synchronized,
+                 clock_steps: Callable[[], list[dict[str, Any]]] | None = None):
         self.root = root
+        self.clock_steps = clock_steps
         self.signer = signer
         self.site = site
         self.device = device
@@ -185,6 +187,7 @@ class EvidenceStore:
             manifest: dict[str, Any] = {
                 "format": FORMAT, "id": bundle_id, "seq": seq, "site": self.site, "device": self.device,
                 "created": iso(created), "clock_synchronized": self.clock_sync(),
+                **({"clock_steps": steps} if (steps := self._steps()) else {}),
                 "violation": violation_json(violation) if violation else None,
                 "subject": _finite(dict(subject or {})), "files": entries, "prev_hash": self._head.hash,
                 "key_id": self.signer.key_id, "public_key": self.signer.public_b64,
@@ -202,6 +205,10 @@ class EvidenceStore:
         _write_durably(self.root / HEAD_FILE, json.dumps({"seq": seq, "id": bundle_id, "hash": digest}).encode(),
                        atomic=True)
         return Evidence(bundle_id, seq, final, digest, manifest)
+
+    def _steps(self) -> list[dict[str, Any]]:
+        """Wall-clock steps since the previous bundle: a reader needs them to judge this bundle's times."""
+        return list(self.clock_steps()) if self.clock_steps is not None else []
 
     # --- the chain head across restarts ---------------------------------------------------------
 
@@ -312,9 +319,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def open_store(config: AgentConfig, *, now: Callable[[], datetime] = utc_now,
-               clock_sync: Callable[[], bool | None] = clock_synchronized) -> EvidenceStore:
+               clock_sync: Callable[[], bool | None] = clock_synchronized,
+               clock_steps: Callable[[], list[dict[str, Any]]] | None = None) -> EvidenceStore:
     """The store for a config: DATA_DIR/evidence, signed with the device key (made if absent)."""
     data_dir = Path(config.storage.data_dir)
     key_path = config.evidence.device_key or data_dir / "keys" / "device.key"
     return EvidenceStore(data_dir / "evidence", device_signer(Path(key_path)), config.site.id, config.device.id,
-                         now=now, clock_sync=clock_sync)
+                         now=now, clock_sync=clock_sync, clock_steps=clock_steps)

@@ -45,6 +45,7 @@ from edge_agent.hj212.codec import (
     make_flag,
 )
 from edge_agent.hj212.mapping import QUANTITY_CODES, MappingOptions, period_cp, realtime_cp
+from edge_agent.measures.figures import ClosedBlock
 from edge_agent.outbox import Outbox
 from edge_agent.types import Measure
 
@@ -126,6 +127,10 @@ class Hj212Uplink:
             old = self._latest.get(reading.quantity)
             if old is None or reading.time >= old.time:
                 self._latest[reading.quantity] = reading
+
+    def on_block(self, block: ClosedBlock) -> str | None:
+        """A closed block from the core's figures: see on_period."""
+        return self.on_period(block.period_s, block.end, block.measures)
 
     def on_period(self, period_s: int, end: datetime, measures: list[Measure]) -> str | None:
         """Store the record of one closed block durably; returns its QN, or None if nothing to send.

@@ -9,13 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-
-def parse_hhmm(text: str) -> time:
-    hh, _, mm = text.partition(":")
-    h, m = int(hh), int(mm or 0)
-    if not (0 <= h <= 24 and 0 <= m < 60) or (h == 24 and m):
-        raise ValueError(f"time of day {text!r} is not HH:MM")
-    return time(0, 0) if h == 24 else time(h, m)
+from edge_agent.timefmt import parse_hhmm
 
 
 class SiteCalendar:

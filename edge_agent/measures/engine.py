@@ -104,6 +104,12 @@ class MeasureEngine:
                 out += [_measure(sid, q, series.unit, end_utc, f) for f in series.block_figures(period_s, blk)]
         return out
 
+    def clock_stepped(self, delta_s: float) -> None:
+        """The wall clock jumped: see `_Series.clock_stepped`."""
+        with self._lock:
+            for series in self._series.values():
+                series.clock_stepped(delta_s)
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"series": len(self._series), "late": sum(s.late for s in self._series.values()),

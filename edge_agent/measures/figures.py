@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,7 +25,16 @@ from edge_agent.types import Measure
 
 log = logging.getLogger(__name__)
 
-PeriodListener = Callable[[int, datetime, list[Measure]], object]
+@dataclass(frozen=True)
+class ClosedBlock:
+    """The figures of one local minute, hour or day, handed out once when it ends."""
+
+    period_s: int  # 60, 3600 or 86400
+    end: datetime  # UTC
+    measures: list[Measure]
+
+
+BlockListener = Callable[[ClosedBlock], object]
 HealthSource = Callable[[], Mapping[str, Mapping[str, Any]]]
 
 # A meter must be down this long before it is a violation: one missed poll is not a fault.
@@ -50,7 +60,7 @@ class Figures:
     """Rolling figures to the rules, closed blocks to their listeners, meter faults to `report`."""
 
     def __init__(self, engine: MeasureEngine, rules: RuleEngine, timezone_name: str, *,
-                 on_block: PeriodListener, report: ViolationSink,
+                 on_block: BlockListener, report: ViolationSink,
                  elapsed: Callable[[datetime], float] = wall_seconds,
                  device_health: HealthSource | None = None):
         self.engine = engine
@@ -71,16 +81,31 @@ class Figures:
     def tick(self, prev: datetime, now: datetime) -> None:
         """One evaluation: blocks that ended since `prev`, then the rules at `now`."""
         for period, end in _boundaries(prev, now, self.tz):
-            measures = self.engine.close_period(period, end)
-            with self._cond:
-                self._blocks[(period, end)] = measures
-                for key in [k for k in self._blocks if k[1] < end - timedelta(hours=25)]:
-                    del self._blocks[key]
-                self._cond.notify_all()
-            self.on_block(period, end, measures)
+            self._close(period, end)
         self.rules.evaluate(now, self.engine.rolling(now))
         self._device_faults(now)
         self.evaluations += 1
+
+    def clock_stepped(self, prev: datetime, now: datetime) -> None:
+        """The wall clock jumped from `prev` to `now`. Forward: each period's block that held `prev`
+        is closed once, partial (no replay of every minute in between, no figures for time the
+        box was not measuring). Back: nothing to close; new blocks start from `now`."""
+        if now <= prev:
+            return
+        for period in (60, 3600, 86400):
+            _start, end_ts = self.engine.calendar.block_bounds(period, prev.timestamp())
+            end = datetime.fromtimestamp(end_ts, prev.tzinfo)
+            if end <= now:
+                self._close(period, end)
+
+    def _close(self, period: int, end: datetime) -> None:
+        measures = self.engine.close_period(period, end)
+        with self._cond:
+            self._blocks[(period, end)] = measures
+            for key in [k for k in self._blocks if k[1] < end - timedelta(hours=25)]:
+                del self._blocks[key]
+            self._cond.notify_all()
+        self.on_block(ClosedBlock(period, end, measures))
 
     def block(self, period: int, end: datetime, wait_s: float = 0.0) -> list[Measure] | None:
         """The figures of a closed block, waiting up to `wait_s` for it to close."""

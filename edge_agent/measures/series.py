@@ -122,6 +122,20 @@ class _Series:
     def _opened(self, blk: _Block, k: int) -> None:
         pass
 
+    def clock_stepped(self, delta: float) -> None:
+        """The wall clock jumped by `delta` s: relabel the samples in the rolling windows (they were
+        taken just now, under the old labels) and, after a step back, drop the open blocks, whose
+        bounds lie in the new clock's future (their few samples are lost to the blocks, not to
+        the windows). After a step forward the open blocks are closed by their owner, once."""
+        mask, times = self.ring.mask, self.ring.t
+        for i in range(min(self.w_start), self.n):
+            times[i & mask] += delta
+        self.last_t += delta
+        if delta < 0:
+            self.blocks = [self._new_block() for _ in BLOCK_PERIODS]
+            self.closed = [{} for _ in BLOCK_PERIODS]
+            self.closed_until = [float("-inf")] * len(BLOCK_PERIODS)
+
     def close(self, k: int, end: float) -> _Block | None:
         """Finish the block ending at `end` and hand it out (None: no sample in it)."""
         blk = self.blocks[k]

@@ -91,7 +91,10 @@ class _CameraWorker:
 
     def _work(self) -> None:
         while True:
-            item = self.slot.get()
+            try:
+                item = self.slot.get(timeout=1.0)
+            except queue.Empty:
+                continue
             if item is None:
                 return
             self.vision.analyse(item)

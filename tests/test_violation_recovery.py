@@ -1,0 +1,144 @@
+"""Violation state survives the process: SIGKILL, restarts and orderly stops (issue: nothing lost).
+
+Real parts: `edge-agent run` as its own process (SIGKILLed for real), a simulated noise meter on
+a socat pty pair, a real Mosquitto with the bureau's recorder on it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from agent_config import BASE, write_config
+from broker import Broker, Recorder
+from serial_helpers import socat_pair
+
+from drivers.modbus.profile import load_profile
+from edge_agent.clock import SkippingClock
+from edge_agent.config import load_config
+from edge_agent.daemon import build_agent, recovery_grace_s
+from firmware_tools.simulator import ConstantSource, SimMeter, Simulator
+
+ALWAYS_NIGHT = {"night": [{"start": "00:00", "end": "00:00"}], "quiet": []}
+ONLY_LMAX = {"noise": {"enabled": False}, "early_warning": {"enabled": False}, "night_work": {"enabled": False},
+             "dust": {"enabled": False}}
+
+
+def events(bureau: Recorder, kind: str = "night_lmax") -> list[dict]:
+    return [e for e in bureau.payloads("event") if e["kind"] == kind]
+
+
+def manifests(bureau: Recorder) -> list[dict]:
+    with bureau.lock:
+        return [json.loads(m.payload) for m in bureau.messages if m.topic == f"{BASE}/evidence"]
+
+
+def run_agent(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def owed_bundles(data: Path) -> list[str]:
+    db = sqlite3.connect(data / "violations.sqlite")
+    try:
+        return [k for (k,) in db.execute("SELECT key FROM evidence_jobs")]
+    finally:
+        db.close()
+
+
+def test_sigkill_keeps_the_violation_under_its_key_and_its_bundle_is_still_built(mosquitto: Broker, tmp_path: Path):
+    with socat_pair(tmp_path) as pty:
+        sim = Simulator(pty.meter, [SimMeter(load_profile("renke_rs_zs_n01"), 1, ConstantSource(80.0))]).start()
+        # A camera that never answers makes each bundle wait seconds for its clip: the kill lands
+        # while the bundle is still owed, the case that used to lose it for good.
+        config = write_config(tmp_path, mosquitto.port, schedule=ALWAYS_NIGHT, rules=ONLY_LMAX,
+                              meters=[{"id": "noise-1", "port": pty.agent, "profile": "renke_rs_zs_n01",
+                                       "poll_interval_s": 0.5}],
+                              cameras=[{"id": "cam1", "url": "rtsp://127.0.0.1:9/none", "clip_post_s": 6,
+                                        "watchdog_s": 3}])
+        bureau = Recorder(mosquitto.port, f"{BASE}/#").start()
+        agent = run_agent(config)
+        try:
+            started = bureau.wait_for(lambda: [e for e in events(bureau) if e["state"] == "started"], 30)
+            assert started, "no night_lmax started"
+            key = started[0]["key"]
+            assert started[0]["evidence_expected"] is True
+            assert not any(m["violation"]["key"] == key for m in manifests(bureau))
+            agent.send_signal(signal.SIGKILL)
+            agent.wait(10)
+            assert owed_bundles(tmp_path / "data") == [key], "the owed bundle was not on disk at the kill"
+
+            agent = run_agent(config)  # the noise is still there
+            resumed = bureau.wait_for(lambda: [e for e in events(bureau) if e["state"] == "ongoing"
+                                               and e["key"] == key], 30)
+            assert resumed, f"the violation did not continue under its key: {events(bureau)}"
+            assert resumed[0]["figures"]["resumed_after_restart"] == "yes"
+            assert [e["key"] for e in events(bureau) if e["state"] == "started"] == [key]  # no second start
+            bundle = bureau.wait_for(lambda: [m for m in manifests(bureau) if m["violation"]["key"] == key], 30)
+            assert bundle, "the bundle owed before the kill was never built"
+            assert bundle[0]["violation"]["figures"]["recovered_after_restart"] == "yes"
+            assert bureau.wait_for(lambda: not owed_bundles(tmp_path / "data"), 10)
+
+            # An orderly stop ends nothing, and says what was open.
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(15) == 0
+            offline = [s for s in bureau.payloads("status") if s["state"] == "offline"][-1]
+            assert key in offline["components"]["violations"]["open"]
+            assert not [e for e in events(bureau) if e["state"] == "ended"]
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+            bureau.stop()
+            sim.stop()
+
+
+def test_a_condition_gone_while_down_is_ended_with_the_reason_and_downtime(mosquitto: Broker, tmp_path: Path):
+    with socat_pair(tmp_path) as pty:
+        sim = Simulator(pty.meter, [SimMeter(load_profile("renke_rs_zs_n01"), 1, ConstantSource(80.0))]).start()
+        config = load_config(write_config(tmp_path, mosquitto.port, schedule=ALWAYS_NIGHT, rules=ONLY_LMAX,
+                                          meters=[{"id": "noise-1", "port": pty.agent,
+                                                   "profile": "renke_rs_zs_n01", "poll_interval_s": 0.5}]))
+        bureau = Recorder(mosquitto.port, f"{BASE}/event").start()
+        first = build_agent(config)
+        first.start()
+        try:
+            started = bureau.wait_for(lambda: [e for e in events(bureau) if e["state"] == "started"], 20)
+            assert started
+        finally:
+            first.stop(timeout=2)
+        sim.set_value("noise_la", 40.0)  # quiet while the box is down
+        time.sleep(2)
+        clock = SkippingClock()
+        second = build_agent(config, clock=clock)
+        second.start()
+        try:
+            time.sleep(3)  # readings flow, all quiet: nothing proves the breach any longer
+            assert not [e for e in events(bureau) if e["state"] == "ended"]
+            assert started[0]["key"] in second.violations.health()["waiting_after_restart"]
+            grace = recovery_grace_s(config, second.violations.store.open_violations()[0].violation)
+            clock.skip(grace + 1)
+            ended = bureau.wait_for(lambda: [e for e in events(bureau) if e["state"] == "ended"], 10)
+            assert ended and ended[0]["key"] == started[0]["key"]
+            assert ended[0]["figures"]["reason"] == "cleared_while_down"
+            assert ended[0]["figures"]["downtime_s"] >= 2
+            assert not second.violations.store.open_violations()
+        finally:
+            second.stop(timeout=2)
+            bureau.stop()
+            sim.stop()
+
+
+@pytest.mark.parametrize("corrupt", [b"not a database at all" * 100])
+def test_a_corrupt_store_is_moved_aside_and_the_agent_starts(tmp_path: Path, corrupt: bytes):
+    from edge_agent.violation_store import ViolationStore
+
+    path = tmp_path / "violations.sqlite"
+    path.write_bytes(corrupt)
+    store = ViolationStore(path)
+    assert store.open_violations() == [] and list(tmp_path.glob("violations.sqlite.corrupt-*"))
