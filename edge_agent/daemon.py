@@ -143,9 +143,10 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
     # Bureau commands: verified, then carried out by the speaker, the relays, the cameras.
     handlers: dict[str, CommandHandler] = dict(action_handlers(actions))
     if cameras is not None:
-        from edge_agent.video.evidence import snapshot_command
+        from edge_agent.video.evidence import relearn_view_command, snapshot_command
 
         handlers["snapshot"] = snapshot_command(cameras, store, publish)
+        handlers["relearn_view"] = relearn_view_command(cameras)
     commands = build_dispatcher(config, agent.publish, clock=clock, handlers=handlers)
     agent.uplink.subscribe(Topics.CMD, commands.on_message)
 

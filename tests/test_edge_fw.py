@@ -177,3 +177,21 @@ def test_edge_fw_simulate_scenario_and_errors(pty: SocatPair, capsys: pytest.Cap
     bad = subprocess.run([*edge_fw_cmd(), "simulate", "--profile", "renke_rs_zs_n01", "--port", "/nonexistent/tty"],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 2 and "no such port" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_both_programs_share_one_command_line_frame() -> None:
+    """`--version` on both; output into a closed pipe (`| head`) ends quietly, not with a traceback."""
+    from edge_agent import __version__
+
+    for program in ("edge_agent", "firmware_tools.cli"):
+        args = [sys.executable, "-m", program] if program == "edge_agent" else \
+            [sys.executable, "-c", "from firmware_tools.cli import main; raise SystemExit(main())"]
+        done = subprocess.run([*args, "--version"], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and done.stdout.split()[-1] == __version__, done.stdout + done.stderr
+    # The JSON Schema is long: reading one line and closing the pipe must not print a BrokenPipeError.
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "schema"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.read(10)
+    proc.stdout.close()
+    assert proc.wait(30) == 0
+    assert b"BrokenPipeError" not in (proc.stderr.read() if proc.stderr else b"")

@@ -63,6 +63,15 @@ def test_black_plume_on_camera_gives_graded_event_and_verified_evidence(
         assert bundle is not None, "no complete evidence bundle"
         names = {p.name for p in bundle.iterdir()}
         assert {"snapshot.jpg", "clip.mp4", "manifest.json"} <= names
+        # What the detector saw: the plume outlined on a copy (the clean frame stays), its crop and
+        # the background patch the Ringelmann grade was read against.
+        assert {"snapshot_marked.jpg", "detector_crop.jpg", "detector_background.jpg"} <= names
+        import cv2
+
+        clean, marked = (cv2.imread(str(bundle / n)) for n in ("snapshot.jpg", "snapshot_marked.jpg"))
+        assert clean.shape == marked.shape
+        red = (marked[..., 2].astype(int) - marked[..., 1].astype(int) > 120) & (marked[..., 0] < 80)
+        assert red.sum() > 100, "the marked snapshot outlines nothing"
         verify = subprocess.run([sys.executable, "-m", "edge_agent", "verify-evidence", str(bundle)],
                                 capture_output=True, text=True)
         assert verify.returncode == 0, verify.stdout + verify.stderr
@@ -79,6 +88,11 @@ def test_black_plume_on_camera_gives_graded_event_and_verified_evidence(
         evidence_id = done[0]["data"]["evidence"]
         assert bureau.wait_for(lambda: any(m.topic == f"{BASE}/evidence/{evidence_id}/snapshot.jpg"
                                            for m in list(bureau.messages)), timeout=10)
+
+        # The camera was re-aimed on purpose: the bureau tells the box to learn its new view.
+        send_signed_command(mosquitto.port, bureau_key, "relearn_view", {"camera": "cam1"}, "6" * 32)
+        assert bureau.wait_for(lambda: [a for a in bureau.payloads("cmd/ack")
+                                        if a["command"] == "relearn_view" and a["result"] == "done"], timeout=15)
     finally:
         agent.stop(timeout=2)
         bureau.stop()

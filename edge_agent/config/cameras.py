@@ -41,15 +41,19 @@ class TamperConfig(Section):
     )
     blur_ratio: float = Field(
         0.35, gt=0, lt=1,
-        description="Blurred when sharpness (Laplacian variance) falls below this share of the learned baseline.",
+        description="Blurred when fine detail against coarse structure (contrast-free, so dusk, haze and IR do "
+        "not count) falls below this share of the learned baseline in three quarters of the detailed cells.",
     )
     moved_shift: float = Field(
         0.06, gt=0, le=1,
-        description="Moved when the view is shifted by more than this share of the image width against the reference.",
+        description="Moved when the view's static structure is found shifted by more than this share of the "
+        "image width against the reference, frame after frame.",
     )
     moved_match: float = Field(
-        0.12, ge=0, le=1,
-        description="Moved when the edge-map match with the reference (phase-correlation peak) falls below this.",
+        0.35, ge=0, le=1,
+        description="Moved when fewer than this share of the reference's structured cells still match it "
+        "(a turned or rotated view); passing vehicles, smoke or a removed net hide only some cells. 0 turns "
+        "this check off (a shift is still caught).",
     )
     frozen_image_s: float = Field(
         120.0, ge=5, le=86400,
@@ -60,7 +64,19 @@ class TamperConfig(Section):
     )
     reference_refresh_s: float = Field(
         900.0, ge=60, le=86400,
-        description="While the view matches, renew the reference this often (follows daylight and site progress).",
+        description="Time constant with which the reference follows a normal view (daylight, site progress); "
+        "parts of the view that no longer match (a new building, hoarding taken down) follow twice as slowly.",
+    )
+    ir_saturation: float = Field(
+        0.03, ge=0, le=1,
+        description="Below this mean colour saturation (of the colour frame, when the caller passes it) the "
+        "camera is in IR (night) mode, which gets a reference of its own instead of a tamper report; back to "
+        "colour above twice this.",
+    )
+    state_save_s: float = Field(
+        600.0, ge=10, le=86400,
+        description="While the view is normal, save the learned reference and baselines this often (in the data "
+        "dir), so a restart resumes the checks at once.",
     )
 
 

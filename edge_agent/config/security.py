@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from edge_agent.config.base import Section
 
-KNOWN_COMMANDS = ("shout", "spray", "strobe", "snapshot", "ping")
+KNOWN_COMMANDS = ("shout", "spray", "strobe", "snapshot", "relearn_view", "ping")
 
 
 class TrustedKey(Section):

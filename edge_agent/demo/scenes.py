@@ -36,9 +36,7 @@ class DemoCamera:
     detectors: tuple[str, ...]
     zones: dict[str, list[list[float]]]
     frames: Callable[[], Iterator[np.ndarray]]
-    # Synthetic scenes change most of their edges when smoke fills them or a net comes off,
-    # which the tamper watch reads as a moved camera; a real installation keeps the defaults.
-    tamper: dict[str, float] | None = None
+    tamper: dict[str, float] | None = None  # overrides of the tamper defaults (none needed now)
 
 
 def cameras() -> list[DemoCamera]:
@@ -69,9 +67,8 @@ def cameras() -> list[DemoCamera]:
                 yield exit_.frame(t - 60, dwell_s=0.0, i=i)  # straight out: not washed
 
     return [
-        DemoCamera("cam-smoke", ("black_smoke",), {}, smoke_frames, {"moved_match": 0.0, "moved_shift": 0.5}),
-        DemoCamera("cam-yard", ("bare_soil",), {"stockpile": [list(p) for p in yard.zone]}, yard_frames,
-                   {"moved_match": 0.0, "moved_shift": 0.5}),
+        DemoCamera("cam-smoke", ("black_smoke",), {}, smoke_frames),
+        DemoCamera("cam-yard", ("bare_soil",), {"stockpile": [list(p) for p in yard.zone]}, yard_frames),
         DemoCamera("cam-exit", ("washing",), {"wash_bay": [list(p) for p in exit_.wash_bay]}, exit_frames),
     ]
 

@@ -158,6 +158,11 @@ def _args_problem(name: str, args: Mapping[str, Any]) -> str | None:
         if camera is not None and not (isinstance(camera, str) and _TARGET.fullmatch(camera)):
             return "'camera' must be a camera id"
         return only("camera")
+    if name == "relearn_view":
+        camera = args.get("camera")
+        if not (isinstance(camera, str) and _TARGET.fullmatch(camera)):
+            return "'camera' (a camera id) is required"
+        return only("camera")
     if name == "ping":
         return only()
     return None

@@ -23,7 +23,7 @@ from edge_agent.config.cameras import CameraConfig
 from edge_agent.types import Violation
 from edge_agent.video.motion import MotionGate
 from edge_agent.video.prep import small_grey
-from edge_agent.video.tamper import TamperMonitor
+from edge_agent.video.tamper import TamperMonitor, colour_saturation
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,8 @@ class _Camera:
     def on_frame(self, frame: Frame) -> None:
         grey = small_grey(frame.image)
         sample = self.motion.update(grey)
-        for violation in self.tamper.observe(grey, frame.time):
+        # Colour vs IR (night) picture: each gets its own reference view, so the switch is not tamper.
+        for violation in self.tamper.observe(grey, frame.time, saturation=colour_saturation(frame.image)):
             self.owner._violation(violation)
         self.owner._frame(CameraFrame(frame, sample.ratio, sample.moving, self.tamper.view_tampered))
 
@@ -163,6 +164,11 @@ class CamerasComponent:
         return {"state": worst if cameras else "ok", "cameras": cameras}
 
     # --- evidence --------------------------------------------------------------------------
+
+    def relearn_view(self, camera_id: str) -> None:
+        """The camera was re-aimed on purpose: forget its reference view and learn the new one."""
+        self._get(camera_id).tamper.relearn()
+        log.warning("camera %s: reference view forgotten on request; learning the new view", camera_id)
 
     def camera_ids(self) -> list[str]:
         return list(self._cameras)

@@ -94,4 +94,19 @@ def snapshot_command(cameras: CamerasComponent, store: EvidenceStore,
     return handle
 
 
-__all__ = ["CameraEvidence", "snapshot_command"]
+
+
+def relearn_view_command(cameras: CamerasComponent) -> Callable[[Command], AckResult]:
+    """The bureau's `relearn_view`: a camera re-aimed on purpose stops being reported as moved."""
+
+    def handle(command: Command) -> AckResult:
+        camera = str(command.args.get("camera"))
+        if camera not in cameras.camera_ids():
+            return AckResult("failed", "unknown_camera", f"no camera {camera!r}")
+        cameras.relearn_view(camera)
+        return AckResult("done", data={"camera": camera})
+
+    return handle
+
+
+__all__ = ["CameraEvidence", "relearn_view_command", "snapshot_command"]
