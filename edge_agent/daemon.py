@@ -136,8 +136,17 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
 
     readings = ReadingQueue()
     meters = MetersComponent(config.meters, engine, readings.submit, clock.now)
+    janitor = Janitor(config.storage, agent.archive)
+
+    def device_health() -> dict[str, dict[str, object]]:
+        """Devices whose `down` becomes a device_fault: each meter, and the data disk once it is too full."""
+        low = janitor.storage_low
+        disk: dict[str, object] = {"state": "down" if low else "ok",
+                "last_error": "data disk below its free-space minimum; only clips can be deleted" if low else ""}
+        return {**meters.health(), "storage": disk}
+
     figures = Figures(engine, rules, tz, on_block=on_block, report=report, elapsed=elapsed,
-                      device_health=meters.health)
+                      device_health=device_health)
     core = Core(engine, figures, on_reading, clock, readings, steps)
 
     # Bureau commands: verified, then carried out by the speaker, the relays, the cameras.
@@ -152,7 +161,7 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
 
     interval = config.telemetry.interval_s
     agent.add_telemetry("figures", lambda end: figures.telemetry(end, interval))
-    for component in (Janitor(config.storage, agent.archive), actions, evidence, violations, commands, core, meters,
+    for component in (janitor, actions, evidence, violations, commands, core, meters,
                       hj212, cameras, vision):
         if component is not None:
             agent.add_component(component)

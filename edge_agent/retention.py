@@ -1,8 +1,15 @@
 """Keeps the data dir within its limits: retention periods first, then free disk space.
 
-Order of sacrifice when the disk runs low: the oldest video clips (largest, 30-day
-retention), then the oldest evidence bundles past nothing else. Every deletion forced by
-low disk is logged and counted in status, because it may cost the bureau evidence.
+Evidence is deleted only by age, when its retention period (`evidence_days`, 180 by the
+Shenzhen notice) is over: never to make room. When the disk runs low, the only thing the
+janitor sacrifices is video clips, oldest first: their legal period is shorter (30 days) and
+the outbox holds its own copy of any not yet sent. If the disk is still below
+`disk_min_free_mb` with no clip left, the janitor stops there and raises `storage_low` in its
+health (component `storage` in the status): a person has to free space or fit a bigger card.
+Every deletion forced by low disk is logged and counted.
+
+A bundle's age is its manifest's modification time (written once, when the bundle is made):
+the folder's own time changes whenever a clip is taken out of it.
 """
 
 from __future__ import annotations
@@ -42,13 +49,15 @@ class Janitor:
         self.free_mb = free_mb_fn
         self.interval_s = interval_s
         self.evidence_dir = Path(config.data_dir) / "evidence"
-        self.forced_deletions = 0
+        self.forced_deletions = 0  # clips deleted before their retention ended, to free space
+        self.storage_low = False  # below disk_min_free_mb with nothing left the janitor may delete
         self.last_run: float | None = None
         self.last_error = ""
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="janitor", daemon=True)
         self._thread.start()
 
@@ -61,11 +70,15 @@ class Janitor:
         return self._thread is None or self._thread.is_alive()
 
     def health(self) -> dict[str, Any]:
+        """`storage_low: true` is the fault to report: the disk is below its minimum and only people can help."""
         data_dir = Path(self.config.data_dir)
         free = self.free_mb(data_dir) if data_dir.exists() else None
+        if self.storage_low and free is not None and free >= self.config.disk_min_free_mb:
+            self._set_low(False, free)
         low = free is not None and free < self.config.disk_min_free_mb
         return {
-            "state": "degraded" if low or self.last_error else "ok",
+            "state": "degraded" if low or self.storage_low or self.last_error else "ok",
+            "storage_low": self.storage_low,
             "free_mb": None if free is None else round(free),
             "min_free_mb": self.config.disk_min_free_mb,
             "forced_deletions": self.forced_deletions,
@@ -80,17 +93,29 @@ class Janitor:
             except Exception as exc:  # a full or read-only disk must not kill the thread
                 self.last_error = str(exc)
                 log.exception("storage housekeeping failed: %s", exc)
-            self._stop.wait(self.interval_s)
+            due = time.monotonic() + self.interval_s
+            while not self._stop.is_set() and time.monotonic() < due:  # awake each second, so a stop
+                self._stop.wait(min(1.0, due - time.monotonic()))  # (or a thread gone wrong) is seen
 
-    def _entries(self) -> list[tuple[float, Path]]:
-        """(mtime, path) of every bundle dir and every clip file under evidence/, oldest first."""
+    def _bundles(self) -> list[tuple[float, Path]]:
+        """(time made, folder) of every bundle under evidence/, oldest first (not the `.tmp-*` being written)."""
         out: list[tuple[float, Path]] = []
         if not self.evidence_dir.is_dir():
             return out
         for bundle in self.evidence_dir.iterdir():
-            if bundle.is_dir():
-                out.append((bundle.stat().st_mtime, bundle))
+            if bundle.name.startswith(".") or not bundle.is_dir():
+                continue
+            try:
+                manifest = bundle / "manifest.json"
+                made = (manifest if manifest.exists() else bundle).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            out.append((made, bundle))
         return sorted(out)
+
+    def _clips(self) -> list[Path]:
+        """Every video clip in a bundle, those of the oldest bundles first."""
+        return [p for _, b in self._bundles() for p in sorted(b.iterdir()) if p.suffix in VIDEO_SUFFIXES]
 
     def run_once(self) -> None:
         now = self.now()
@@ -100,11 +125,11 @@ class Janitor:
                 self.archive.prune(kind, now - timedelta(days=ret.readings_days))
         video_cutoff = (now - timedelta(days=ret.video_days)).timestamp()
         bundle_cutoff = (now - timedelta(days=ret.evidence_days)).timestamp()
-        for mtime, bundle in self._entries():
-            if mtime < bundle_cutoff:
+        for made, bundle in self._bundles():
+            if made < bundle_cutoff:
+                log.info("evidence bundle %s is past its %d days: deleting it", bundle.name, ret.evidence_days)
                 shutil.rmtree(bundle, ignore_errors=True)
-                continue
-            if mtime < video_cutoff:
+            elif made < video_cutoff:
                 for clip in bundle.iterdir():
                     if clip.suffix in VIDEO_SUFFIXES:
                         clip.unlink(missing_ok=True)
@@ -112,23 +137,28 @@ class Janitor:
         self.last_run = time.time()
 
     def _free_space(self) -> None:
+        """Delete clips, oldest first, until the minimum is free; never evidence. Flag what is left."""
         data_dir = Path(self.config.data_dir)
         minimum = self.config.disk_min_free_mb
-        if self.free_mb(data_dir) >= minimum:
-            return
-        clips = sorted(
-            (p.stat().st_mtime, p) for _, b in self._entries() for p in b.iterdir() if p.suffix in VIDEO_SUFFIXES
-        )
-        for _, clip in clips:
-            if self.free_mb(data_dir) >= minimum:
-                return
-            log.error("disk low (< %d MB free): deleting video clip %s before its retention ends", minimum, clip)
-            clip.unlink(missing_ok=True)
-            self.forced_deletions += 1
-        for _, bundle in self._entries():
-            if self.free_mb(data_dir) >= minimum:
-                return
-            log.error("disk low (< %d MB free): deleting evidence bundle %s before its retention ends",
-                      minimum, bundle)
-            shutil.rmtree(bundle, ignore_errors=True)
-            self.forced_deletions += 1
+        free = self.free_mb(data_dir)
+        if free < minimum:
+            for clip in self._clips():
+                log.error("disk low (%.0f MB free, minimum %d MB): deleting video clip %s before its "
+                          "retention ends", free, minimum, clip)
+                clip.unlink(missing_ok=True)
+                self.forced_deletions += 1
+                free = self.free_mb(data_dir)
+                if free >= minimum:
+                    break
+        self._set_low(free < minimum, free)
+
+    def _set_low(self, low: bool, free: float) -> None:
+        """Log once when the disk becomes, or stops being, too full for the janitor to help."""
+        if low and not self.storage_low:
+            log.error("disk low: %.0f MB free in %s, minimum %d MB, and no video clip is left to delete; "
+                      "evidence inside its %d-day retention is kept: free space or fit a bigger card",
+                      free, self.config.data_dir, self.config.disk_min_free_mb,
+                      self.config.retention.evidence_days)
+        elif self.storage_low and not low:
+            log.info("disk space recovered: %.0f MB free in %s", free, self.config.data_dir)
+        self.storage_low = low

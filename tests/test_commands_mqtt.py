@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.app import Agent
+from edge_agent.command_dispatch import AckResult, CommandDispatcher
 from edge_agent.config import load_config
 from edge_agent.daemon import build_agent
-from edge_agent.command_dispatch import AckResult, CommandDispatcher
 from edge_agent.security.bureau_command import Command, sign_command
 from edge_agent.security.keys import Signer, private_pem
 

@@ -17,10 +17,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from edge_agent.config.security import BureauConfig, EvidenceConfig, TrustedKey
 from edge_agent.command_dispatch import AckResult, CommandDispatcher, build_dispatcher
-from edge_agent.security.canonical import CanonicalError, canonical_bytes, format_number
+from edge_agent.config.security import BureauConfig, EvidenceConfig, TrustedKey
 from edge_agent.security.bureau_command import Command, CommandVerifier, Refused, VerifierPolicy, sign_command
+from edge_agent.security.canonical import CanonicalError, canonical_bytes, format_number
 from edge_agent.security.keys import Signer, key_id, public_b64, write_private_key
 from edge_agent.security.nonces import NonceStore
 

@@ -25,8 +25,8 @@ from test_actions import levels
 from test_speaker import AlsaSink, alsa_file_sink, espeak_cache, read_int16
 
 from drivers.modbus.profile import load_profile
-from edge_agent.config import load_config
 from edge_agent.clock import SkippingClock
+from edge_agent.config import load_config
 from edge_agent.daemon import build_agent
 from edge_agent.security.keys import Signer
 from firmware_tools.simulator import ConstantSource, SimMeter, Simulator

@@ -9,8 +9,8 @@ from broker import Broker, Recorder
 from serial_helpers import socat_pair
 
 from drivers.modbus.profile import load_profile
-from edge_agent.config import load_config
 from edge_agent.clock import SkippingClock
+from edge_agent.config import load_config
 from edge_agent.daemon import build_agent
 from firmware_tools.simulator import ConstantSource, SimMeter, Simulator
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from agent_config import write_config
 from broker import Broker, free_port
 from rtsp_helpers import RtspServer, require_ffmpeg, require_rtsp
@@ -86,11 +87,12 @@ def threads_named(prefix: str) -> list[threading.Thread]:
 # component name in status -> the prefix of the thread names it runs
 THREADS = {
     "core": "core", "meters": "modbus:", "actions": "relays", "evidence": "evidence", "commands": "command-",
-    "hj212": "hj212-uplink", "janitor": "janitor", "cameras": "cam-cam1-watchdog", "detectors": "detect-cam1",
+    "hj212": "hj212-uplink", "storage": "janitor", "cameras": "cam-cam1-watchdog", "detectors": "detect-cam1",
     "uplink": "uplink-mqtt",
 }
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the kills themselves
 def test_every_component_thread_killed_in_turn_is_restarted_and_reported(
         mosquitto: Broker, tmp_path: Path, pins: object):
     require_rtsp()

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from edge_agent.security.canonical import CanonicalError, canonical_bytes
 from edge_agent.security.bureau_command import FORMAT_VERSION, sign_command
+from edge_agent.security.canonical import CanonicalError, canonical_bytes
 from edge_agent.security.keys import KeyFileError, Signer, load_private_key
 
 NAME = "sign-command"

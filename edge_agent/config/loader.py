@@ -2,13 +2,22 @@
 
 A technician on a crane reads these lines on a small screen, so each one names the exact
 key (its line in the file) and, for typos, the nearest valid key.
+
+The file is also untrusted input to `check-config`, which systemd runs before every start:
+whatever it holds, loading ends in a config or in such lines, in well under a second. So the
+file is read only up to MAX_FILE_BYTES, nesting stops at MAX_DEPTH, aliases may not refer to
+a node that contains them and may not expand the document past MAX_VALUES values (a
+"billion laughs" file), and a value PyYAML cannot construct (`!!float abc`, `2026-02-30`, a
+5,000-digit number) is reported at its line like any other mistake.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 import types
 import typing
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +32,12 @@ from edge_agent.config.root import AgentConfig
 
 Loc = tuple[str | int, ...]
 
+# Limits, each far above a real config and each keeping the worst file well under a second on a
+# PC (PyYAML's pure-Python scanner reads about 1 MB/s; a Pi is several times slower).
+MAX_FILE_BYTES = 256 * 1024  # config/example.yaml is 5 kB
+MAX_DEPTH = 64  # a real config nests about 6 deep
+MAX_VALUES = 10_000  # values after expanding every alias; config/example.yaml has about 200
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -33,7 +48,7 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {self.path}: {self.reason}"
+        return f"{self.file}:{self.line}:{self.col}: {_printable(self.path)}: {_printable(self.reason)}"
 
 
 class ConfigError(Exception):
@@ -44,32 +59,160 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _printable(text: str) -> str:
+    """One line of plain text: a control character (a key may hold one, escaped) shows as \\xNN."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with limits on depth and alias expansion, and marked constructor errors."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+        self._values = 0  # values composed so far, counting each alias as the whole subtree it names
+        self._sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height) with aliases expanded
+        self._heights: list[int] = [0]  # the tallest child seen so far, per open node
+        self._open: list[str] = []  # anchors of the collections being composed (an alias to one is a loop)
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            name = str(event.anchor)
+            if name in self._open:
+                raise yaml.composer.ComposerError(
+                    None, None, f"alias *{name} refers to a node that contains it (a loop)", event.start_mark)
+            node = super().compose_node(parent, index)  # an undefined alias fails here, marked
+            values, height = self._sizes.get(id(node), (1, 1))
+            if self._depth + height > MAX_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"alias *{name} nests the document deeper than {MAX_DEPTH} levels",
+                    event.start_mark)
+            self._count(values, event.start_mark,
+                        f"alias *{name} expands the document past {MAX_VALUES} values (a 'billion laughs' "
+                        "file?); write the values out, or use fewer aliases")
+            self._heights[-1] = max(self._heights[-1], height)
+            return node
+        event = self.peek_event()
+        if self._depth >= MAX_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                              event.start_mark)
+        anchor = getattr(event, "anchor", None)
+        start = self._values
+        self._depth += 1
+        self._heights.append(0)
+        if anchor is not None:
+            self._open.append(str(anchor))
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            height = self._heights.pop() + 1
+            if anchor is not None:
+                self._open.pop()
+        self._count(1, event.start_mark, f"the document has more than {MAX_VALUES} values")
+        self._sizes[id(node)] = (self._values - start, height)
+        self._heights[-1] = max(self._heights[-1], height)
+        return node
+
+    def _count(self, values: int, mark: yaml.Mark, reason: str) -> None:
+        self._values += values
+        if self._values > MAX_VALUES:
+            raise yaml.composer.ComposerError(None, None, reason, mark)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """As PyYAML's, but a value it cannot build (ValueError, ...) becomes an error at its node."""
+        queued = len(self.state_generators)
+        try:
+            data = super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:
+            raise _value_error(node, exc) from None
+        if len(self.state_generators) > queued:  # a collection finishes later, outside this frame
+            self.state_generators[-1] = typing.cast(Any, _guarded(self.state_generators[-1], node))
+        return data
+
+
+def _guarded(generator: Generator[Any, None, None], node: yaml.Node) -> Generator[Any, None, None]:
+    try:
+        yield from generator
+    except yaml.YAMLError:
+        raise
+    except Exception as exc:
+        raise _value_error(node, exc) from None
+
+
+class _ValueProblem(yaml.constructor.ConstructorError):
+    """A scalar PyYAML could not turn into a value; its `problem` is the whole reason."""
+
+
+def _value_error(node: yaml.Node, exc: Exception) -> _ValueProblem:
+    value = node.value if isinstance(node.value, str) else ""
+    shown = value if len(value) <= 40 else f"{value[:20]}... ({len(value)} characters)"
+    reason = str(exc).split("\n")[0]
+    if "integer string conversion" in reason:
+        reason = f"a number of {len(value)} digits is too long for any setting"
+    elif isinstance(exc, AttributeError) and node.tag.endswith(":timestamp"):
+        reason = "not a timestamp (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS)"
+    return _ValueProblem(None, None, f"invalid value {shown}: {reason}" if shown else f"invalid value: {reason}",
+                         node.start_mark)
+
+
+def _line_col(text: str, pos: int) -> tuple[int, int]:
+    """1-based line and column of a character, counting line breaks as PyYAML's marks do."""
+    line, start = 1, 0
+    for m in re.finditer("\r\n|[\n\r\x85\u2028\u2029]", text[:pos]):
+        line, start = line + 1, m.end()
+    return line, pos - start + 1
+
+
 def _index_positions(node: yaml.Node, loc: Loc, out: dict[Loc, tuple[int, int]], dups: list[Problem],
-                     file: str) -> None:
-    """Record the (line, col) of every key, and of every list item, by its path."""
+                     file: str, marks: dict[tuple[int, int], Loc] | None = None) -> None:
+    """Record the (line, col) of every key, and of every list item, by its path.
+
+    `marks` maps where each node starts to its path, to name the key of a value PyYAML cannot
+    construct. The walk expands aliases: the loader has bounded both their depth and their size.
+    """
+    if marks is not None:
+        marks.setdefault((node.start_mark.line, node.start_mark.column), loc)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
-            key = str(key_node.value)
+            key = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else "?"
             child = (*loc, key)
             pos = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in seen:
                 dups.append(Problem(file, pos[0], pos[1], _dotted(child), "duplicate key (the later one would win)"))
             seen.add(key)
             out[child] = pos
-            _index_positions(value_node, child, out, dups, file)
+            if marks is not None:
+                marks.setdefault((key_node.start_mark.line, key_node.start_mark.column), child)
+            _index_positions(value_node, child, out, dups, file, marks)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             child = (*loc, i)
             out.setdefault(child, (item.start_mark.line + 1, item.start_mark.column + 1))
-            _index_positions(item, child, out, dups, file)
+            _index_positions(item, child, out, dups, file, marks)
 
 
 def _dotted(loc: Loc) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += f"[{_short(part)}]" if isinstance(part, int) else (f".{_short(part)}" if text else _short(part))
     return text or "(root)"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """str() for a message: a 5,000-digit number or a 1 MB string is cut, never an exception."""
+    try:
+        text = value if isinstance(value, str) else repr(value) if not isinstance(value, int) else str(value)
+    except ValueError:  # int beyond sys.get_int_max_str_digits()
+        return f"<a number of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text)} characters)"
 
 
 def _position(loc: Loc, positions: dict[Loc, tuple[int, int]]) -> tuple[int, int]:
@@ -171,44 +314,83 @@ def _reason(err: dict[str, Any], loc: Loc) -> str:
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
-    if "input" in err and not isinstance(err["input"], (dict, list)) and repr(err["input"]) not in msg:
-        msg += f" (got {err['input']!r})"
+    if "input" in err and not isinstance(err["input"], (dict, list)):
+        shown = _short(err["input"]) if isinstance(err["input"], int) else _short(repr(err["input"]))
+        if shown not in msg:
+            msg += f" (got {shown})"
     return msg
+
+
+def _read(path: Path, name: str) -> str:
+    """The file's text, read no further than MAX_FILE_BYTES (a device or a huge file cannot hang us)."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([Problem(name, 0, 0, "(file)", f"cannot read: {exc.strerror or exc}")]) from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError([Problem(name, 0, 0, "(file)", f"larger than {MAX_FILE_BYTES // 1024} kB; "
+                                   "a config is a few kB: is this the right file?")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(name, 0, 0, "(file)", f"not UTF-8 text: {exc}")]) from exc
+
+
+def _yaml_problem(name: str, text: str, exc: yaml.YAMLError, marks: dict[tuple[int, int], Loc]) -> Problem:
+    """One line for any error PyYAML raises, at its own position."""
+    if isinstance(exc, yaml.reader.ReaderError):
+        line, col = _line_col(text, exc.position)
+        char = exc.character if isinstance(exc.character, int) else 0
+        return Problem(name, line, col, "(yaml)",
+                       f"invalid YAML: control character U+{char:04X} is not allowed in a config file; remove it")
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        where = marks.get((mark.line, mark.column)) if mark else None
+        if isinstance(exc, _ValueProblem):
+            return Problem(name, line, col, _dotted(where) if where is not None else "(yaml)", str(exc.problem))
+        reason = " ".join(x for x in (exc.context, exc.problem) if x)
+        if exc.context_mark is not None and exc.problem_mark is not None and (
+            exc.context_mark.line != exc.problem_mark.line
+        ):
+            reason += f" (opened at line {exc.context_mark.line + 1})"
+        path = _dotted(where) if isinstance(exc, yaml.constructor.ConstructorError) and where is not None else "(yaml)"
+        return Problem(name, line, col, path, f"invalid YAML: {reason}")
+    return Problem(name, 1, 1, "(yaml)", f"invalid YAML: {exc}")
+
+
+def _parse(name: str, text: str) -> tuple[Any, dict[Loc, tuple[int, int]], list[Problem]]:
+    """(data, key positions, duplicate keys), or ConfigError with the line of the problem."""
+    positions: dict[Loc, tuple[int, int]] = {}
+    dups: list[Problem] = []
+    marks: dict[tuple[int, int], Loc] = {}
+    try:
+        loader = _BoundedLoader(text)  # the reader checks every character here
+        try:
+            root = loader.get_single_node()
+            if root is not None:
+                _index_positions(root, (), positions, dups, name, marks)
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        raise ConfigError([_yaml_problem(name, text, exc, marks)]) from None
+    except RecursionError:  # cannot happen within MAX_DEPTH; never a traceback all the same
+        raise ConfigError([Problem(name, 1, 1, "(yaml)", "invalid YAML: nested too deeply")]) from None
+    return data, positions, dups
 
 
 def load_config(path: str | Path) -> AgentConfig:
     """Parse and validate; raises ConfigError listing every problem with its line."""
     path = Path(path)
     name = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([Problem(name, 0, 0, "(file)", f"cannot read: {exc.strerror or exc}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(name, 0, 0, "(file)", f"not UTF-8 text: {exc}")]) from exc
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        reason = " ".join(x for x in (exc.context, exc.problem) if x)
-        if exc.context_mark is not None and exc.problem_mark is not None and (
-            exc.context_mark.line != exc.problem_mark.line
-        ):
-            reason += f" (opened at line {exc.context_mark.line + 1})"
-        raise ConfigError([Problem(name, line, col, "(yaml)", f"invalid YAML: {reason}")]) from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError([Problem(name, 1, 1, "(yaml)", f"invalid YAML: {exc}")]) from exc
+    text = _read(path, name)
+    data, positions, problems = _parse(name, text)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([Problem(name, 1, 1, "(root)", "the file must be a mapping of sections")])
-
-    positions: dict[Loc, tuple[int, int]] = {}
-    problems: list[Problem] = []
-    if root is not None:
-        _index_positions(root, (), positions, problems, name)
     try:
         config = AgentConfig.model_validate(data)
     except ValidationError as exc:

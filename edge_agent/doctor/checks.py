@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -50,6 +51,52 @@ def check_data_dir(config: AgentConfig, actuate: bool) -> Iterator[Result]:
         yield Result("free disk", PASS, f"{free:.0f} MB free")
 
 
+def _holds_private_key(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return b"PRIVATE KEY" in fh.read(64 * 1024)
+    except OSError:
+        return False
+
+
+def check_keys(config: AgentConfig, actuate: bool) -> Iterator[Result]:
+    """Private keys others may read: the device's signing key, and a bureau key file that is a private key.
+
+    Whoever reads the device key can sign evidence as this box; a bureau *private* key on the
+    box lets its reader sign commands to every box. Group or world access to either is a FAIL.
+    """
+    device_key = Path(config.evidence.device_key or Path(config.storage.data_dir) / "keys" / "device.key")
+    files: list[tuple[str, Path]] = [("device key", device_key)]
+    files += [(f"bureau key {k.name}", k.file) for k in config.bureau.trusted_keys
+              if k.file is not None and _holds_private_key(k.file)]
+    for label, path in files:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            yield Result(label, PASS, f"{path} is made on first start, mode 0600")
+            continue
+        except PermissionError:
+            yield Result(label, SKIP, f"{path} is not visible to this user (as it should be)",
+                         "run doctor as root (sudo) to check the key's mode")
+            continue
+        except OSError as exc:
+            yield Result(label, FAIL, f"{path}: {exc.strerror or exc}", "give the agent's user read access to it")
+            continue
+        if mode & 0o077:
+            yield Result(label, FAIL, f"{path} has mode {mode:04o}: others on this machine can read or replace it",
+                         f"chmod 600 {path}")
+        elif label != "device key":
+            yield Result(label, WARN, f"{path} is a private key (mode {mode:04o}); the box needs only the public one",
+                         "replace it by the public key: `edge-fw keys show-public` prints it")
+        else:
+            folder = stat.S_IMODE(path.parent.stat().st_mode)
+            if folder & 0o022:
+                yield Result(label, FAIL, f"{path.parent} has mode {folder:04o}: others can replace the key",
+                             f"chmod 700 {path.parent}")
+            else:
+                yield Result(label, PASS, f"{path}, mode {mode:04o}")
+
+
 def check_clock(config: AgentConfig, actuate: bool) -> Iterator[Result]:
     synced = clock_synchronized()
     if synced:
@@ -88,4 +135,5 @@ def all_checks() -> list[CheckFn]:
     from edge_agent.doctor.devices import check_cameras, check_relays, check_speaker
     from edge_agent.doctor.meters import check_meters
 
-    return [check_data_dir, check_clock, check_broker, check_meters, check_cameras, check_speaker, check_relays]
+    return [check_data_dir, check_keys, check_clock, check_broker, check_meters, check_cameras, check_speaker,
+            check_relays]

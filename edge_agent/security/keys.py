@@ -2,7 +2,8 @@
 
 A public key travels as base64 of its 32 raw bytes; its *key id* is the first 8 bytes of
 SHA-256 over those raw bytes, in hex (16 characters). Private keys are stored as
-unencrypted PKCS#8 PEM, mode 0600, which `openssl pkey` also reads.
+unencrypted PKCS#8 PEM, mode 0600 in folders made 0700, which `openssl pkey` also reads.
+Modes are set explicitly, so a umask of 000 (a shell, a misconfigured unit) changes nothing.
 """
 
 from __future__ import annotations
@@ -10,13 +11,21 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+log = logging.getLogger(__name__)
+
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+DIR_MODE = 0o700
 
 
 class KeyFileError(ValueError):
@@ -72,10 +81,16 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Read a private key; one that others may read or change still loads, with a warning."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read()
+            mode = stat.S_IMODE(os.fstat(fh.fileno()).st_mode)
     except OSError as exc:
         raise KeyFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if mode & 0o077:
+        log.warning("private key %s has mode %04o: others on this machine can read or replace it; "
+                    "run: chmod 600 %s", path, mode, path)
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
@@ -90,20 +105,40 @@ def private_pem(key: Ed25519PrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
-    """Write atomically with mode 0600 from the first byte (never briefly world-readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+def _make_dirs(folder: Path) -> None:
+    """Create `folder` and any missing parents 0700, whatever the umask; existing ones are left as they are."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(d, DIR_MODE)
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    """Write through a temp file with exactly `mode` from the first byte, fsync, then rename."""
+    _make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(private_pem(key))
+            os.fchmod(fh.fileno(), mode)  # os.open's mode is filtered by the umask; this is not
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
+    """Write atomically with mode 0600 from the first byte (never briefly readable by others)."""
+    _write_atomic(path, private_pem(key), PRIVATE_MODE)
 
 
 @dataclass(frozen=True)
@@ -147,7 +182,8 @@ def verify(public: Ed25519PublicKey, signature_b64: str, data: bytes) -> bool:
 def device_signer(path: Path) -> Signer:
     """The box's own key: loaded, or generated on first start (0600 in a 0700 directory)."""
     if not path.exists():
-        write_private_key(path, Ed25519PrivateKey.generate())
-        pub = path.with_name(path.name + ".pub")
-        pub.write_text(public_b64(load_private_key(path).public_key()) + "\n", encoding="ascii")
+        key = Ed25519PrivateKey.generate()
+        write_private_key(path, key)
+        _write_atomic(path.with_name(path.name + ".pub"), (public_b64(key.public_key()) + "\n").encode("ascii"),
+                      PUBLIC_MODE)
     return Signer(load_private_key(path))

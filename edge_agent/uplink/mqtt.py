@@ -8,12 +8,19 @@ If the link drops while messages are in flight, paho re-sends them itself on the
 connection with the same packet ids, so our map of packet id -> outbox row stays valid. A
 process restart re-sends whatever is still in the outbox: delivery is at-least-once and
 consumers de-duplicate by `msg_id`.
+
+A local storage error (a full disk: the outbox refusing a write, or even a delete) never
+takes the link down: each reconnection would make the broker publish our Last Will. Every
+paho callback is guarded; such an error is logged once when it starts and once when it ends,
+and rows the broker acknowledged but the outbox could not yet delete are held back from
+sending and deleted again later.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import ssl
 import threading
 import time
@@ -28,7 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config.mqtt import MqttConfig
-from edge_agent.outbox import Message, Outbox
+from edge_agent.outbox import Message, Outbox, StorageFull, new_msg_id
 from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,9 @@ class UplinkHealth:
 
 
 Handler = Callable[[str, bytes], None]
+
+# What a full, read-only or broken local disk raises from the outbox: never a reason to disconnect.
+LOCAL_ERRORS = (StorageFull, sqlite3.Error, OSError)
 
 
 def build_client(
@@ -153,14 +163,24 @@ class MqttUplink:
         topics: Topics,
         outbox: Outbox,
         *,
-        will_payload: bytes,
+        will: Callable[[str], bytes] | None = None,
+        will_payload: bytes | None = None,
         on_connected: Callable[[], None] | None = None,
     ):
+        """`will(msg_id)` builds the Last Will for one connection; it is called before each CONNECT
+        with a new msg_id, so a bureau that de-duplicates by msg_id sees every "connection lost".
+        (`will_payload`, a fixed Will, is for benchmarks only.)"""
+        if will is None:
+            if will_payload is None:
+                raise TypeError("MqttUplink needs will= (or a fixed will_payload=)")
+            fixed = will_payload
+            will = lambda msg_id: fixed  # noqa: E731
         self.config = config
         self.topics = topics
         self.outbox = outbox
         self.health = UplinkHealth()
-        self._will_payload = will_payload
+        self._will = will
+        self.will_msg_id = ""  # of the Will the broker holds for the current connection
         self._on_connected = on_connected
         self._subscriptions: dict[str, Handler] = {}
         self._stop = threading.Event()
@@ -169,6 +189,11 @@ class MqttUplink:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row_id
         self._inflight_bytes: dict[int, int] = {}  # paho mid -> payload size
         self._held: set[int] = set()  # rows the broker refused; retried on the next connection
+        self._unsaved: set[int] = set()  # rows the broker acknowledged that the outbox could not delete yet
+        self._unsaved_retry = 0.0
+        self._local_errors: dict[str, str] = {}  # what failed -> why, while it lasts (logged at start and end)
+        self._connected_hook_due: float | None = None  # when to retry on_connected after the disk refused it
+        self._callback_error = ""
         self._acked_mids: list[int] = []
         self._acked_lock = threading.Lock()
         self._protocol = mqtt.MQTTv5 if config.protocol in ("auto", "5") else mqtt.MQTTv311
@@ -177,6 +202,10 @@ class MqttUplink:
         self._disconnected = threading.Event()
 
     # --- public ----------------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        """The uplink thread runs (True before start and after stop)."""
+        return self._thread is None or self._stop.is_set() or self._thread.is_alive()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="uplink-mqtt", daemon=True)
@@ -209,13 +238,43 @@ class MqttUplink:
 
     def _make_client(self) -> mqtt.Client:
         client_id = self.config.client_id or f"{self.topics.site}-{self.topics.device}"
-        will = (self.topics.full("status"), self._will_payload)
-        client = build_client(self.config, client_id, self._protocol, will=will, on_secret_error=self._note_error)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
-        client.on_message = self._on_message
+        client = build_client(self.config, client_id, self._protocol, on_secret_error=self._note_error)
+        client.on_connect = self._guard(self._on_connect)
+        client.on_disconnect = self._guard(self._on_disconnect)
+        client.on_publish = self._guard(self._on_publish)
+        client.on_message = self._guard(self._on_message)
+        client.suppress_exceptions = True  # a last line: paho logs instead of raising out of loop()
         return client
+
+    def _guard(self, callback: Callable[..., None]) -> Callable[..., None]:
+        """An exception out of a paho callback would escape loop() and drop the link: keep it here."""
+        name = callback.__name__.strip("_")
+
+        def guarded(*args: Any) -> None:
+            try:
+                callback(*args)
+            except LOCAL_ERRORS as exc:
+                self._local_failed(name, exc)
+                return
+            except Exception as exc:
+                key = f"{name}: {type(exc).__name__}: {exc}"
+                if key != self._callback_error:
+                    self._callback_error = key
+                    log.exception("mqtt: %s failed (the link stays up): %s", name, exc)
+                return
+            self._local_ok(name)
+        return guarded
+
+    def _local_failed(self, what: str, exc: BaseException) -> None:
+        """Log a local storage error when `what` starts failing; repeats are silent."""
+        if what not in self._local_errors:
+            log.error("mqtt: %s: local storage error (%s); the link stays up and sends what is stored",
+                      what, exc)
+        self._local_errors[what] = str(exc)
+
+    def _local_ok(self, what: str) -> None:
+        if self._local_errors.pop(what, None) is not None:
+            log.info("mqtt: %s works again", what)
 
     def _run(self) -> None:
         delay = self.config.reconnect_min_s
@@ -233,6 +292,9 @@ class MqttUplink:
                         delay = min(delay * 2, self.config.reconnect_max_s)
                         continue
                 self._pump()
+            except (StorageFull, sqlite3.Error) as exc:  # the disk, not the link: keep the connection
+                self._local_failed("outbox", exc)
+                self._stop.wait(0.2)
             except Exception as exc:  # never let the uplink thread die silently
                 log.exception("mqtt uplink error: %s", exc)
                 self._note_error(str(exc))
@@ -249,6 +311,9 @@ class MqttUplink:
         client = self._client
         self._connack = None
         self._disconnected.clear()
+        # A new Will for each connection: the broker publishes it if this one dies without DISCONNECT.
+        self.will_msg_id = new_msg_id()
+        client.will_set(self.topics.full("status"), self._will(self.will_msg_id), qos=1, retain=True)
         try:
             if self._protocol == mqtt.MQTTv5:
                 client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
@@ -303,6 +368,7 @@ class MqttUplink:
                 self._note_error(f"connection lost: {mqtt.error_string(rc)}")
             self._drop_connection()
             return
+        self._run_connected_hook()
         if not self._inflight and self.outbox.depth() == 0:
             # Idle: sleep until a producer wakes us, but keep the network loop ticking.
             self._wake.wait(0.2)
@@ -316,8 +382,14 @@ class MqttUplink:
             return
         if budget <= 0 and self._inflight:
             return
-        for msg in self.outbox.pending(room, exclude=set(self._inflight.values()) | self._held,
-                                       max_bytes=max(budget, 1)):
+        try:
+            batch = self.outbox.pending(room, exclude=set(self._inflight.values()) | self._held | self._unsaved,
+                                        max_bytes=max(budget, 1))
+        except LOCAL_ERRORS as exc:
+            self._local_failed("reading the outbox", exc)
+            return
+        self._local_ok("reading the outbox")
+        for msg in batch:
             info = client.publish(self.topics.full(msg.topic), msg.payload, qos=msg.qos, retain=msg.retain,
                                   properties=self._properties(msg))
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
@@ -325,7 +397,8 @@ class MqttUplink:
                 break
             if msg.qos == 0:
                 # Nothing will acknowledge it; it is as delivered as it will ever be.
-                self.outbox.ack([msg.row_id])
+                self._unsaved.add(msg.row_id)
+                self._delete_delivered([])
             else:
                 self._inflight[info.mid] = msg.row_id
                 self._inflight_bytes[info.mid] = msg.size
@@ -348,9 +421,23 @@ class MqttUplink:
         rows = [self._inflight.pop(mid) for mid in mids if mid in self._inflight]
         for mid in mids:
             self._inflight_bytes.pop(mid, None)
-        if rows:
-            self.outbox.ack(rows)
-            self.health.acked += len(rows)
+        self.health.acked += len(rows)
+        self._delete_delivered(rows)
+
+    def _delete_delivered(self, rows: list[int]) -> None:
+        """Delete acknowledged rows; those the outbox cannot delete now wait (unsent) and are tried again."""
+        if not rows and (not self._unsaved or time.monotonic() < self._unsaved_retry):
+            return
+        todo = [*self._unsaved, *rows]
+        try:
+            self.outbox.ack(todo)
+        except LOCAL_ERRORS as exc:
+            self._unsaved.update(todo)
+            self._unsaved_retry = time.monotonic() + 1.0
+            self._local_failed("deleting delivered messages", exc)
+            return
+        self._unsaved.clear()
+        self._local_ok("deleting delivered messages")
 
     def _drop_connection(self) -> None:
         """Abandon a connection that failed to come up or broke; paho keeps unacked messages."""
@@ -395,8 +482,28 @@ class MqttUplink:
                  self.health.protocol)
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
-        if self._on_connected is not None:
+        self._connected_hook_due = 0.0
+        self._run_connected_hook()
+
+    def _run_connected_hook(self) -> None:
+        """`on_connected` (the agent stores "online"); if the disk refuses it, again every 5 s until it works."""
+        what = "on_connected"
+        if self._on_connected is None or self._connected_hook_due is None:
+            return
+        if time.monotonic() < self._connected_hook_due:
+            return
+        try:
             self._on_connected()
+        except LOCAL_ERRORS as exc:
+            self._connected_hook_due = time.monotonic() + 5.0
+            self._local_failed(what, exc)
+            return
+        except Exception as exc:  # a bug, not the disk: say so once, and do not retry it
+            self._connected_hook_due = None
+            log.exception("mqtt: on_connected failed (the link stays up): %s", exc)
+            return
+        self._connected_hook_due = None
+        self._local_ok(what)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                        properties: Any) -> None:
