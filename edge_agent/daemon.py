@@ -29,7 +29,7 @@ from edge_agent.history import ReadingHistory
 from edge_agent.measures import MeasureEngine
 from edge_agent.measures.figures import ClosedBlock, Figures
 from edge_agent.meters import MetersComponent
-from edge_agent.retention import Janitor
+from edge_agent.retention import VIDEO_TMP_DIR, Janitor
 from edge_agent.rules import RuleEngine, Schedule
 from edge_agent.types import Violation
 from edge_agent.uplink.topics import Topics
@@ -84,7 +84,7 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
     cameras = None
     if any(cam.enabled for cam in config.cameras):
         cameras = CamerasComponent(config.cameras, tz, site=config.site.id, device=config.device.id,
-                                   clip_dir=agent.data_dir / "clips", state_dir=agent.data_dir / "tamper")
+                                   clip_dir=agent.data_dir / VIDEO_TMP_DIR, state_dir=agent.data_dir / "tamper")
 
     # Evidence: readings behind the figure, pictures from the cameras, signed and chained.
     history = ReadingHistory()

@@ -29,6 +29,7 @@ from edge_agent.config.storage import StorageConfig
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".ts"}
+VIDEO_TMP_DIR = "video-clips"  # where cameras cut clips before a bundle takes its copy
 
 
 def free_mb(path: Path) -> float:
@@ -133,8 +134,23 @@ class Janitor:
                 for clip in bundle.iterdir():
                     if clip.suffix in VIDEO_SUFFIXES:
                         clip.unlink(missing_ok=True)
+        self._orphan_clips()
         self._free_space()
         self.last_run = time.time()
+
+    def _orphan_clips(self) -> None:
+        """A clip is cut into DATA_DIR/video-clips and copied into its bundle; one left by a crash goes."""
+        folder = Path(self.config.data_dir) / VIDEO_TMP_DIR
+        if not folder.is_dir():
+            return
+        cutoff = time.time() - 3600
+        for clip in folder.iterdir():
+            try:
+                if clip.suffix in VIDEO_SUFFIXES and clip.stat().st_mtime < cutoff:
+                    log.info("removing clip %s left by an interrupted bundle", clip.name)
+                    clip.unlink(missing_ok=True)
+            except OSError:
+                continue
 
     def _free_space(self) -> None:
         """Delete clips, oldest first, until the minimum is free; never evidence. Flag what is left."""

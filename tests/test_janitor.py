@@ -130,3 +130,22 @@ def test_health_clears_storage_low_once_space_is_freed(tmp_path: Path):
         assert janitor.health()["storage_low"] is True
         filler.unlink()
         assert janitor.health()["storage_low"] is False  # without waiting an hour for the next run
+
+
+def test_clips_left_by_an_interrupted_bundle_are_removed_after_an_hour(tmp_path: Path):
+    import os
+    import time
+
+    from edge_agent.config.storage import StorageConfig
+    from edge_agent.retention import VIDEO_TMP_DIR, Janitor
+
+    folder = tmp_path / VIDEO_TMP_DIR
+    folder.mkdir(parents=True)
+    old, fresh, other = folder / "cam1_old.mp4", folder / "cam1_fresh.mp4", folder / "notes.txt"
+    for f in (old, fresh, other):
+        f.write_bytes(b"x" * 100)
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    os.utime(other, (two_hours_ago, two_hours_ago))
+    Janitor(StorageConfig(data_dir=tmp_path, disk_min_free_mb=0), None).run_once()
+    assert not old.exists() and fresh.exists() and other.exists()

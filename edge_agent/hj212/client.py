@@ -46,7 +46,7 @@ from edge_agent.hj212.codec import (
 )
 from edge_agent.hj212.mapping import QUANTITY_CODES, MappingOptions, period_cp, realtime_cp
 from edge_agent.measures.figures import ClosedBlock
-from edge_agent.outbox import Outbox
+from edge_agent.outbox import Outbox, StorageFull
 from edge_agent.types import Measure
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class Hj212Uplink:
         self._outbox_args = (Path(data_dir) / config.outbox_file, config.outbox_max_mb * 1024 * 1024, fsync)
         self.outbox = self._open_outbox()
         self._outbox_open = True
+        self._undeleted: set[int] = set()  # delivered, but a full disk kept them from being deleted
         self._lock = threading.Lock()
         self._latest: dict[str, Reading] = {}
         self._last_qn = 0
@@ -167,6 +168,25 @@ class Hj212Uplink:
         return qn
 
     # --- lifecycle --------------------------------------------------------------------------
+
+    def _delete(self, row_id: int) -> None:
+        """A delivered record leaves the outbox; a full disk keeps it (not re-sent) until it can."""
+        try:
+            self.outbox.ack([row_id])
+        except StorageFull as exc:
+            if not self._undeleted:
+                log.error("hj212: delivered records cannot be deleted from the outbox (disk full): %s", exc)
+            self._undeleted.add(row_id)
+
+    def _retry_deletes(self) -> None:
+        if not self._undeleted:
+            return
+        try:
+            self.outbox.ack(sorted(self._undeleted))
+        except StorageFull:
+            return
+        log.info("hj212: %d delivered record(s) deleted now that the disk has room", len(self._undeleted))
+        self._undeleted.clear()
 
     def _open_outbox(self) -> Outbox:
         path, cap, fsync = self._outbox_args
@@ -288,7 +308,8 @@ class Hj212Uplink:
                 self._resent += 1
                 inflight = replace(inflight, sent_at=now, tries=inflight.tries + 1)
             if inflight is None:
-                rows = self.outbox.pending(1)
+                self._retry_deletes()
+                rows = [r for r in self.outbox.pending(1 + len(self._undeleted)) if r.row_id not in self._undeleted]
                 if rows:
                     row = rows[0]
                     cn, _, qn = row.topic.partition("/")
@@ -296,7 +317,7 @@ class Hj212Uplink:
                     if self.cfg.request_ack:
                         inflight = _InFlight(row.row_id, qn, row.payload, time.monotonic(), 1)
                     else:
-                        self.outbox.ack([row.row_id])
+                        self._delete(row.row_id)
                         self._acked += 1
                         healthy = True
                         continue
@@ -322,7 +343,7 @@ class Hj212Uplink:
                     continue
                 if packet.cn == "9014":
                     if inflight is not None and packet.qn == inflight.qn:
-                        self.outbox.ack([inflight.row_id])
+                        self._delete(inflight.row_id)
                         self._acked += 1
                         self._last_ack = self._clock()
                         inflight = None
