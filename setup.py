@@ -19,7 +19,8 @@ setup(
     include_package_data=True,
     package_data={
         "edge_agent": ["py.typed"],
-        "detectors": ["models/*.tflite", "models/*.yaml", "models/*.csv", "training/README.md"],
+        "detectors": ["models/*.tflite", "models/*.yaml", "models/*.csv", "models/*.npz", "models/*.txt",
+                      "training/README.md", "training/*.csv"],
     },
     data_files=[
         ("share/edge-agent/config", ["config/example.yaml", "config/demo.yaml"]),
@@ -43,8 +44,6 @@ setup(
     extras_require={
         "test": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", "types-PyYAML", "amqtt>=0.11"],
         "demo": ["amqtt>=0.11"],
-        # Reproducing the shipped models; never needed to run or test the agent.
-        "train": ["tensorflow-cpu>=2.16"],
     },
     entry_points={
         "console_scripts": [

@@ -1,9 +1,13 @@
-"""Bare soil: a grid of patches inside each zone, classified bare / covered / hard → uncovered ratio.
+"""Bare soil: each zone's cells classified bare / covered / hard from one backbone pass → uncovered ratio.
 
-Patches where something is passing (people, vehicles: pixels that changed since the last
-analysis) keep their last class, and the zone's ratio is the median of the last few
-analyses, so passers-by neither raise nor clear a violation. A zone is confirmed once its
-ratio has stayed above `ratio_threshold` for `duration_s`.
+A zone's bounding box (at the analysis width) goes through the backbone once; its feature
+map is a grid of cells over the box (7×7 for a 224 input), and the head classifies every
+cell from it: one inference per zone, not one per patch (with `feature_input: frame`, one
+for the whole frame, shared with the camera's other detectors). The cells whose centre lies
+in the zone make up the zone. Cells where something is passing (people, vehicles: pixels
+that changed since the last analysis) keep their last class, and the zone's ratio is the
+median of the last few analyses, so passers-by neither raise nor clear a violation. A zone
+is confirmed once its ratio has stayed above `ratio_threshold` for `duration_s`.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from detectors.background import downscale, valid_image
+from detectors.background import valid_image
 from detectors.geometry import as_polygon, inside, polygon_mask
 from detectors.pool import ModelPool
 from detectors.registry import CameraView, DetectorSpec, ModelParams
-from detectors.runtime import Classifier
+from detectors.runtime import Classifier, HeadClassifier
+from detectors.shared import FRAME_KEY, SharedFeatures, downscaled, region_key
 from detectors.types import Detection, Polygon, box_polygon
 
 log = logging.getLogger(__name__)
@@ -43,7 +48,15 @@ class SoilParams(ModelParams):
         1800.0, ge=0, le=86400, description="A zone must stay above the threshold this long (default 30 min)."
     )
     score_threshold: float = Field(0.5, gt=0, lt=1, description="Classifier probability for a patch to be bare soil.")
-    grid: int = Field(16, ge=4, le=64, description="Square patches across the image width.")
+    grid: int = Field(
+        7, ge=4, le=64,
+        description="Cells across a zone for a site's own .tflite patch classifier; with the shipped backbone "
+        "head the cells are the backbone's feature-map cells (7×7 over each zone's box) and this is not used.",
+    )
+    feature_input: Literal["zone", "frame"] = Field(
+        "zone", description="One backbone pass per zone's bounding box (finer cells), or one per frame "
+        "(shared with the camera's other detectors; cheaper with many zones).",
+    )
     analysis_width: int = Field(640, ge=160, le=1920, description="Zones are cut from a copy this wide (pixels).")
     classify_every_s: float = Field(
         10.0, ge=0, le=3600, description="Classify the zones at most this often (soil changes slowly); 0: every frame."
@@ -60,14 +73,27 @@ class SoilParams(ModelParams):
     )
 
 
+Box = tuple[int, int, int, int]  # analysis pixels x0, y0, x1, y1
+
+
 @dataclass
 class _Zone:
     name: str
     polygon: Polygon
-    cells: list[tuple[int, int, int, int]] = field(default_factory=list)  # analysis pixels
+    box: Box = (0, 0, 0, 0)  # what goes through the backbone (analysis pixels)
+    cells: list[Box] = field(default_factory=list)  # analysis pixels
+    grid_index: list[tuple[int, int]] = field(default_factory=list)  # (row, col) of each cell in the map
     labels: dict[int, bool] = field(default_factory=dict)  # cell index -> bare
     ratios: deque[float] = field(default_factory=lambda: deque(maxlen=5))
     above_since: datetime | None = None
+
+
+def _grid_cells(box: Box, rows: int, cols: int) -> list[tuple[int, int, Box]]:
+    x0, y0, x1, y1 = box
+    xs = np.linspace(x0, x1, cols + 1).round().astype(int)
+    ys = np.linspace(y0, y1, rows + 1).round().astype(int)
+    return [(r, c, (int(xs[c]), int(ys[r]), int(max(xs[c + 1], xs[c] + 1)), int(max(ys[r + 1], ys[r] + 1))))
+            for r in range(rows) for c in range(cols)]
 
 
 class BareSoilDetector:
@@ -88,21 +114,40 @@ class BareSoilDetector:
         self._shape: tuple[int, int] | None = None
         self._last_classified: datetime | None = None
 
+    @property
+    def _grid(self) -> tuple[int, int]:
+        if isinstance(self.classifier, HeadClassifier):
+            return self.classifier.backbone.grid_h, self.classifier.backbone.grid_w
+        return self.params.grid, self.params.grid
+
     def _layout(self, width: int, height: int) -> None:
-        """Cells of the grid whose centre lies inside each zone (recomputed if the size changes)."""
-        size = max(8, width // self.params.grid)
+        """Each zone's box and its cells whose centre lies inside the zone (recomputed if the size changes)."""
+        rows, cols = self._grid
         for zone in self.zones:
-            zone.cells = []
-            zone.labels = {}
-            for y in range(0, height - size + 1, size):
-                for x in range(0, width - size + 1, size):
-                    if inside(((x + size / 2) / width, (y + size / 2) / height), zone.polygon):
-                        zone.cells.append((x, y, x + size, y + size))
-            if not zone.cells:  # a zone smaller than one cell: one cell on its bounding box
-                mask = polygon_mask(zone.polygon, width, height)
-                ys, xs = np.nonzero(mask)
-                if len(xs):
-                    zone.cells.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+            mask = polygon_mask(zone.polygon, width, height)
+            ys, xs = np.nonzero(mask)
+            if not len(xs):
+                xs, ys = np.array([0, width - 1]), np.array([0, height - 1])
+            x0, y0, x1, y1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+            if x1 - x0 < 8:
+                x0, x1 = max(0, (x0 + x1) // 2 - 4), min(width, (x0 + x1) // 2 + 4)
+            if y1 - y0 < 8:
+                y0, y1 = max(0, (y0 + y1) // 2 - 4), min(height, (y0 + y1) // 2 + 4)
+            frame = self.params.feature_input == "frame"
+            zone.box = (0, 0, width, height) if frame else (x0, y0, x1, y1)
+            zone.cells, zone.grid_index, zone.labels = [], [], {}
+            grid = _grid_cells(zone.box, rows, cols)
+            for r, c, cell in grid:
+                cx, cy = (cell[0] + cell[2]) / 2 / width, (cell[1] + cell[3]) / 2 / height
+                if inside((cx, cy), zone.polygon):
+                    zone.cells.append(cell)
+                    zone.grid_index.append((r, c))
+            if not zone.cells:  # a zone smaller than a cell: the cell under its centre
+                cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+                r, c, cell = min(grid, key=lambda g: abs((g[2][0] + g[2][2]) / 2 - cx)
+                                 + abs((g[2][1] + g[2][3]) / 2 - cy))
+                zone.cells.append(cell)
+                zone.grid_index.append((r, c))
         self._shape = (height, width)
 
     def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None,
@@ -111,7 +156,7 @@ class BareSoilDetector:
         if not valid_image(image_bgr):
             return []
         p = self.params
-        small = downscale(image_bgr, p.analysis_width)
+        small = downscaled(shared, image_bgr, p.analysis_width)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
         h, w = grey.shape
         if self._shape != (h, w) or self._prev is None:
@@ -127,15 +172,32 @@ class BareSoilDetector:
         if not due:
             return []
         self._last_classified = time
-        return [self._zone_detection(zone, small, moving, time) for zone in self.zones]
+        if shared is None:  # zones with the same backbone input (feature_input: frame) still share it
+            shared = SharedFeatures(image_bgr)
+        return [self._zone_detection(zone, image_bgr, small, moving, time, shared) for zone in self.zones]
 
-    def _zone_detection(self, zone: _Zone, small: np.ndarray, moving: np.ndarray, time: datetime) -> Detection:
+    def _cell_probs(self, zone: _Zone, image: np.ndarray, small: np.ndarray, todo: list[int],
+                    shared: Any) -> np.ndarray:
+        """Class probabilities of the cells to (re)classify: one backbone pass for the zone's box."""
+        x0, y0, x1, y1 = zone.box
+        if isinstance(self.classifier, HeadClassifier):
+            if self.params.feature_input == "frame":
+                fmap = self.classifier.feature_map(image, shared, FRAME_KEY)
+            else:
+                key = region_key(small, zone.box)
+                fmap = self.classifier.feature_map(small[y0:y1, x0:x1], shared, key)
+            grid = self.classifier.cell_probs(fmap)
+            return np.stack([grid[zone.grid_index[i]] for i in todo])
+        crops = [small[zone.cells[i][1]:zone.cells[i][3], zone.cells[i][0]:zone.cells[i][2]] for i in todo]
+        return self.classifier.classify(crops)
+
+    def _zone_detection(self, zone: _Zone, image: np.ndarray, small: np.ndarray, moving: np.ndarray,
+                        time: datetime, shared: Any) -> Detection:
         p = self.params
         todo = [i for i, (x0, y0, x1, y1) in enumerate(zone.cells)
                 if float(moving[y0:y1, x0:x1].mean()) <= p.foreground_share or i not in zone.labels]
-        crops = [small[zone.cells[i][1]:zone.cells[i][3], zone.cells[i][0]:zone.cells[i][2]] for i in todo]
-        if crops:
-            probs = self.classifier.classify(crops)
+        if todo:
+            probs = self._cell_probs(zone, image, small, todo, shared)
             bare = self.classifier.labels.index("bare_soil") if "bare_soil" in self.classifier.labels else 0
             for i, row in zip(todo, probs, strict=True):
                 zone.labels[i] = bool(row[bare] >= p.score_threshold and int(np.argmax(row)) == bare)

@@ -1,8 +1,10 @@
-"""Black smoke: dark moving regions → CNN check → Ringelmann grade → persistence per track.
+"""Black smoke: dark moving regions → classifier check → Ringelmann grade → persistence per track.
 
 Candidates are regions darker than the learned background (in linear light, after removing
 a global light change) that also changed since the previous analysis: a plume moves, a
-parked dark truck does not. Each candidate's crop goes through the smoke classifier; the
+parked dark truck does not. The largest `max_candidates` crops go through the smoke
+classifier (a head on the shared backbone; a crop another detector of the camera already
+ran is not run again); the
 Ringelmann grade compares the plume with the background model at the same pixels. A track
 is confirmed after `persist_k` smoky analyses out of the last `persist_n` whose median grade
 is above `grade_limit` (DOMAIN.md §3: ≥ 3 detections on one track).
@@ -21,11 +23,12 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from detectors import ringelmann
-from detectors.background import RunningBackground, components, downscale, valid_image
+from detectors.background import RunningBackground, components, valid_image
 from detectors.geometry import Box, expand, normalise_box
 from detectors.pool import ModelPool
 from detectors.registry import CameraView, DetectorSpec, ModelParams
-from detectors.runtime import Classifier
+from detectors.runtime import Classifier, HeadClassifier
+from detectors.shared import downscaled, region_key
 from detectors.tracking import Tracker
 from detectors.types import Detection, box_polygon
 
@@ -37,7 +40,8 @@ class SmokeParams(ModelParams):
     """Thresholds of the black-smoke detector (`detectors.black_smoke` in the config)."""
 
     type: Literal["black_smoke"] = "black_smoke"
-    score_threshold: float = Field(0.5, gt=0, lt=1, description="Classifier probability for a region to count as smoke.")
+    score_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Classifier probability for a region to count as smoke.")
     grade_limit: float = Field(
         1.0, ge=0, le=5,
         description="Confirmed only when the median Ringelmann grade is above this (GB 36886-2018: above grade 1 "
@@ -54,6 +58,10 @@ class SmokeParams(ModelParams):
         0.05, ge=0, le=1, description="Share of a candidate's pixels that changed since the last analysis."
     )
     crop_margin: float = Field(0.25, ge=0, le=2, description="Context around a candidate for the classifier.")
+    max_candidates: int = Field(
+        4, ge=1, le=32, description="At most this many candidates (the largest) are classified per analysis: "
+        "bounds the cost of a frame full of dark movement.",
+    )
 
     @model_validator(mode="after")
     def _window(self) -> SmokeParams:
@@ -89,7 +97,7 @@ class BlackSmokeDetector:
         bg = self.background.mean
         ratio = (lum + 1e-3) / (bg + 1e-3)
         ratio /= max(float(np.median(ratio)), 1e-3)  # a cloud over the sun is not smoke
-        dark = (ratio < 1.0 - p.min_blackness).astype(np.uint8)
+        dark: np.ndarray = (ratio < 1.0 - p.min_blackness).astype(np.uint8)
         dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         dark = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
         changed = np.abs(lum - self._prev) > 0.08 * (bg + 0.02)
@@ -108,7 +116,7 @@ class BlackSmokeDetector:
         if not valid_image(image_bgr):
             return []
         p = self.params
-        small = downscale(image_bgr, p.analysis_width)
+        small = downscaled(shared, image_bgr, p.analysis_width)
         lum = ringelmann.luminance(small)
         if not self.background.ready(lum.shape) or self._prev is None or self._prev.shape != lum.shape:
             self.background.reset(lum)
@@ -118,9 +126,9 @@ class BlackSmokeDetector:
             self._prev = lum
             return []
         cands, dark = self.candidates(lum)
+        cands = sorted(cands, key=lambda c: -int(c.mask.sum()))[:p.max_candidates]
+        scores = self._scores(small, cands, shared)
         h, w = lum.shape
-        crops = [small[b[1]:b[3], b[0]:b[2]] for b in (expand(c.box, p.crop_margin, w, h) for c in cands)]
-        scores = self.classifier.positive_scores(crops) if crops else np.zeros(0)
         smoky = [(c, float(s)) for c, s in zip(cands, scores, strict=True) if s >= p.score_threshold]
         tracks, _ = self.tracker.update([normalise_box(c.box, w, h) for c, _ in smoky])
         for tr in self.tracker.tracks.values():  # every track gets this analysis in its window
@@ -145,6 +153,18 @@ class BlackSmokeDetector:
         self.background.update(lum, dark)
         self._prev = lum
         return detections
+
+    def _scores(self, small: np.ndarray, cands: list[Candidate], shared: Any) -> np.ndarray:
+        """Smoke probability of each candidate's crop (with context)."""
+        if not cands:
+            return np.zeros(0, np.float32)
+        h, w = small.shape[:2]
+        boxes = [expand(c.box, self.params.crop_margin, w, h) for c in cands]
+        clf = self.classifier
+        if isinstance(clf, HeadClassifier):
+            maps = [clf.feature_map(small[b[1]:b[3], b[0]:b[2]], shared, region_key(small, b)) for b in boxes]
+            return clf.classify_maps(maps)[:, clf.labels.index(clf.card.positive_label)]
+        return clf.positive_scores([small[b[1]:b[3], b[0]:b[2]] for b in boxes])
 
     def _detection(self, image: np.ndarray, small: np.ndarray, bg: np.ndarray, cand: Candidate, track: int,
                    score: float, est: ringelmann.RingelmannEstimate, median_grade: float, hits: int,

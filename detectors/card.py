@@ -1,7 +1,11 @@
-"""Model cards: the YAML beside every `.tflite` that says what the model expects and how good it is.
+"""Model cards: the YAML beside every model that says what it expects and how good it is.
 
-A card is checked at load (file hash, input size, labels, dtype), so a site can drop in its own
-model and card without code changes, and a model that does not match its card is refused.
+Two kinds of card. A plain classifier card describes one `.tflite` (`file`, `sha256`). A head
+card describes a small numpy head (`file`, `sha256`: the `.npz`) on a frozen pretrained
+backbone, named with its own hash under `backbone:` (file, sha256, feature tensor,
+provenance). A card is checked at load (file hashes, input size, labels, dtype), so a site
+can drop in its own model and card without code changes, and a model that does not match its
+card (a wrong backbone included) is refused.
 """
 
 from __future__ import annotations
@@ -42,12 +46,24 @@ class ModelCard:
     output: str = "probabilities"  # or logits (softmax is applied)
     label_map: Mapping[str, str] = field(default_factory=dict)  # dataset label -> model label, for eval
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    backbone_file: str | None = None  # head cards: the frozen backbone the head reads
+    backbone_sha256: str | None = None
+    backbone_feature: str | None = None  # name of the feature-map tensor in the backbone graph
+
+    @property
+    def is_head(self) -> bool:
+        """A head on a frozen backbone (rather than a self-contained .tflite classifier)."""
+        return self.backbone_file is not None
 
     def map_label(self, label: str) -> str | None:
         """A dataset label in model terms, or None when the card does not know it."""
         if label in self.labels:
             return label
         return self.label_map.get(label)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -97,6 +113,7 @@ def parse_card(data: Any, where: str) -> ModelCard:
             output=str(data.get("output", "probabilities")),
             label_map={str(k): str(v) for k, v in (data.get("label_map") or {}).items()},
             raw=dict(data),
+            **_backbone(data, where),
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise ModelError(f"{where}: malformed card: {exc}") from exc
@@ -115,6 +132,17 @@ def parse_card(data: Any, where: str) -> ModelCard:
     if min(card.width, card.height, card.channels) <= 0:
         raise ModelError(f"{where}: input sizes must be positive")
     return card
+
+
+def _backbone(data: Mapping[str, Any], where: str) -> dict[str, str | None]:
+    bb = data.get("backbone")
+    if bb is None:
+        return {}
+    if not isinstance(bb, Mapping):
+        raise ModelError(f"{where}: backbone must be a mapping (file, sha256, feature_tensor)")
+    feature = bb.get("feature_tensor")
+    return {"backbone_file": str(_need(bb, "file", where)), "backbone_sha256": str(_need(bb, "sha256", where)).lower(),
+            "backbone_feature": str(feature) if feature else None}
 
 
 def load_card(card_path: Path, model_path: Path | None = None) -> ModelCard:

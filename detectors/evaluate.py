@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +16,6 @@ import cv2
 import numpy as np
 
 from detectors.runtime import Classifier
-
-# which classifier each detector runs
-DETECTOR_MODELS = {"black_smoke": "smoke_cls", "bare_soil": "soil_cls"}
 
 
 @dataclass(frozen=True)
@@ -101,35 +98,67 @@ def read_labels(folder: Path, subset: set[str] | None = None) -> list[Sample]:
     return out
 
 
-def evaluate(classifier: Classifier, samples: Iterable[Sample]) -> EvalResult:
+@dataclass(frozen=True)
+class Prediction:
+    sample: Sample
+    truth: int | None  # index into the card's labels; None: unknown label or unreadable image
+    predicted: int | None
+    ms: float
+    unreadable: bool = False
+
+
+def predict(classifier: Classifier, samples: Iterable[Sample]) -> Iterator[Prediction]:
+    """The classifier's argmax for each sample whose label the card knows (whole image, as given)."""
     card = classifier.card
-    labels = card.labels
-    cm = np.zeros((len(labels), len(labels)), np.int64)
-    skipped = unreadable = 0
-    spent = 0.0
     for sample in samples:
         truth = card.map_label(sample.label)
         if truth is None:
-            skipped += 1
+            yield Prediction(sample, None, None, 0.0)
             continue
         image = cv2.imread(str(sample.path), cv2.IMREAD_COLOR)
         if image is None:
-            unreadable += 1
+            yield Prediction(sample, None, None, 0.0, unreadable=True)
             continue
         t0 = time.perf_counter()
         probs = classifier.classify([image])[0]
-        spent += time.perf_counter() - t0
-        cm[labels.index(truth), int(np.argmax(probs))] += 1
+        ms = (time.perf_counter() - t0) * 1000.0
+        yield Prediction(sample, card.labels.index(truth), int(np.argmax(probs)), ms)
+
+
+def result(classifier: Classifier, predictions: Iterable[Prediction]) -> EvalResult:
+    labels = classifier.card.labels
+    cm = np.zeros((len(labels), len(labels)), np.int64)
+    skipped = unreadable = 0
+    spent = 0.0
+    for p in predictions:
+        if p.truth is None or p.predicted is None:
+            unreadable += int(p.unreadable)
+            skipped += int(not p.unreadable)
+            continue
+        cm[p.truth, p.predicted] += 1
+        spent += p.ms
     n = int(cm.sum())
     return EvalResult(
         labels=labels,
-        positive=card.positive_label,
+        positive=classifier.card.positive_label,
         confusion=tuple(tuple(int(v) for v in row) for row in cm),
         n=n,
         skipped_unknown_label=skipped,
         unreadable=unreadable,
-        ms_per_image=1000.0 * spent / n if n else 0.0,
+        ms_per_image=spent / n if n else 0.0,
     )
+
+
+def evaluate(classifier: Classifier, samples: Iterable[Sample]) -> EvalResult:
+    return result(classifier, predict(classifier, samples))
+
+
+def read_label_file(path: Path, root: Path) -> list[Sample]:
+    """Samples from a CSV with file,label columns whose paths are relative to `root`
+    (e.g. a card's NAME.heldout.csv against the datasets folder)."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        return [Sample(root / row["file"].strip(), (row.get("label") or "").strip())
+                for row in csv.DictReader(fh) if (row.get("file") or "").strip()]
 
 
 def read_subset(path: Path) -> set[str]:

@@ -1,36 +1,92 @@
 """Loaded models shared by the detectors of one camera.
 
 LiteRT interpreters are not thread-safe, and each camera's detectors run on that camera's
-own worker thread: so one pool per camera, and within it each model is loaded once, however
-many detectors use it.
+own worker thread: so one pool per camera. Within it each backbone is loaded once, however
+many heads (detectors) read it, and each classifier once per (name, override, threads).
+
+With `adapted_dir` (the agent's `storage.data_dir/models`), a shipped classifier follows the
+head a site installed with `edge-agent adapt`: it looks at the store's active pointer at
+most every `check_s` seconds and swaps the head without a restart.
 """
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from detectors.runtime import Classifier, load_shipped
+from detectors.adapted import ActiveHead, HeadStore
+from detectors.backbone import Backbone
+from detectors.card import ModelError, load_card
+from detectors.runtime import Classifier, card_path_for, default_model_path, load_classifier, load_head
+
+if TYPE_CHECKING:
+    from detectors.objects import ObjectDetector
 
 
 class ModelPool:
-    """Per-camera cache of loaded models, keyed by (name, override path, threads)."""
+    """Per-camera cache of loaded backbones and classifiers."""
 
-    def __init__(self) -> None:
-        self._models: dict[tuple[str, str, int], Any] = {}
+    def __init__(self, adapted_dir: Path | str | None = None, check_s: float = 5.0) -> None:
+        self.adapted_dir = Path(adapted_dir) if adapted_dir is not None else None
+        self.check_s = check_s
+        self._models: dict[tuple[str, str, int], Classifier] = {}
+        self._backbones: dict[tuple[str, int], Backbone] = {}
         self._lock = threading.Lock()
 
+    def backbone(self, path: Path, sha256: str, threads: int = 1, feature: str | None = None) -> Backbone:
+        """A backbone by file, loaded once per pool (its sha256 checked against the card's)."""
+        key = (str(Path(path).resolve()), int(threads))
+        with self._lock:
+            bb = self._backbones.get(key)
+            if bb is None:
+                bb = self._backbones[key] = Backbone(Path(path), sha256, threads, feature)
+        if bb.sha256 != sha256.lower():
+            raise ModelError(f"backbone {path}: sha256 is {bb.sha256}, the card says {sha256}")
+        return bb
+
     def classifier(self, name: str, override: Path | str | None = None, threads: int = 1) -> Classifier:
-        """A shipped classifier by name, or the site's own model file when `override` is given."""
+        """A shipped classifier by name (following adapted heads), or the site's own model file."""
         key = (name, str(override or ""), int(threads))
         with self._lock:
             model = self._models.get(key)
-            if model is None:
-                model = self._models[key] = load_shipped(name, override, threads)
-            return model  # type: ignore[no-any-return]
+        if model is not None:
+            return model
+        card_file = card_path_for(override) if override else default_model_path(name)
+        card = load_card(card_file)
+        backbone = None
+        if card.is_head:
+            assert card.backbone_file is not None and card.backbone_sha256 is not None
+            backbone = self.backbone(card_file.parent / card.backbone_file, card.backbone_sha256, threads,
+                                     card.backbone_feature)
+        update = None
+        if self.adapted_dir is not None and not override and card.is_head:
+            update = ActiveHead(HeadStore(self.adapted_dir, name), load_head, card_file, self.check_s)
+        model = load_classifier(override or card_file, threads=threads, backbone=backbone, update=update)
+        if update is not None:
+            model.refresh()  # type: ignore[attr-defined]  # an adapted head installed before start
+        with self._lock:
+            return self._models.setdefault(key, model)
 
     def loaded(self) -> list[str]:
         """Names of the models loaded so far (for health)."""
         with self._lock:
             return sorted({k[0] for k in self._models})
+
+    def backbones(self) -> list[Backbone]:
+        with self._lock:
+            return list(self._backbones.values())
+
+    # The COCO object detector (detectors/objects.py): one per camera, shared by washing, uncovered_load
+    # and site_activity. Kept apart from the classifiers (its own dict, made on first use).
+    def objects(self, override: Path | str | None = None, threads: int = 1) -> ObjectDetector:
+        """The shipped COCO object detector (SSD MobileNet V1), or the site's own SSD-style model."""
+        from detectors.objects import load_objects
+
+        key = (str(override or ""), int(threads))
+        with self._lock:
+            models: dict[tuple[str, int], ObjectDetector] = self.__dict__.setdefault("_object_detectors", {})
+            model = models.get(key)
+            if model is None:
+                model = models[key] = load_objects(override, threads)
+            return model

@@ -44,8 +44,9 @@ class ModelParams(DetectorParams):
     """Parameters of a detector that runs a classifier: a site may drop in its own model and card."""
 
     model: Path | None = Field(
-        None, description="Path to a .tflite model with its card (same name, .yaml) beside it; "
-        "omit to use the shipped model.",
+        None, description="The site's own classifier instead of the shipped one: a head (.npz) or a whole "
+        ".tflite model, with its card (same name, .yaml) beside it. Heads trained on the box with "
+        "`edge-agent adapt` need no entry here: they are picked up from the data dir.",
     )
     threads: int = Field(1, ge=1, le=8, description="LiteRT threads for this detector's models.")
 

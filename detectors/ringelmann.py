@@ -68,7 +68,7 @@ def estimate(
     """
     eps = 1e-4
     ratio = (plume_lum + eps) / (background_lum + eps)
-    black = np.clip(1.0 - ratio, 0.0, 1.0).astype(np.float32)
+    black: np.ndarray = np.clip(1.0 - ratio, 0.0, 1.0).astype(np.float32)
     k = max(3, (min(black.shape[:2]) // 12) | 1)
     black = cv2.blur(black, (k, k))
     sel = mask.astype(bool) if mask is not None else np.ones(black.shape, bool)

@@ -59,6 +59,7 @@ class Agent:
         self.archive = Archive(data_dir / "archive.sqlite")
         self.components: list[Component] = []
         self.telemetry_sources: dict[str, TelemetrySource] = {}
+        self._reloads: list[Callable[[], None]] = []
         self.supervisor = Supervisor(self.components, clock.monotonic, watched=[_UplinkThread(self.uplink)])
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -71,6 +72,10 @@ class Agent:
 
     def add_telemetry(self, name: str, source: TelemetrySource) -> None:
         self.telemetry_sources[name] = source
+
+    def on_reload(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on SIGHUP (e.g. pick up a newly installed detector head now)."""
+        self._reloads.append(callback)
 
     @property
     def restarts(self) -> dict[str, int]:
@@ -227,8 +232,17 @@ class Agent:
             log.info("signal %s: stopping", signal.Signals(signum).name)
             stop.set()
 
+        def _on_hup(signum: int, frame: Any) -> None:
+            log.info("SIGHUP: reloading what can be reloaded without a restart")
+            for callback in self._reloads:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("reload failed")
+
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGHUP, _on_hup)
         self.start()
         try:
             while not stop.wait(1.0):

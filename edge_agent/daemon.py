@@ -94,6 +94,7 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
     activity: ActivityLog | None = None
     media: list[MediaSource] = []
     if cameras is not None:
+        from detectors.adapted import request_reload
         from edge_agent.video.evidence import CameraEvidence
 
         media.append(CameraEvidence(cameras))
@@ -111,7 +112,9 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
     report = violations.report
 
     if cameras is not None:
-        vision = Vision(config.cameras, config.detectors, report, activity=activity, clock=clock)
+        vision = Vision(config.cameras, config.detectors, report, activity=activity, clock=clock,
+                        adapted_dir=agent.data_dir / "models")
+        agent.on_reload(request_reload)  # SIGHUP: a head installed by `edge-agent adapt` at once
         cameras.subscribe(frames=vision.on_frame, violations=report)
 
     # Rules and figures, on the core thread.

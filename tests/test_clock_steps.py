@@ -77,7 +77,7 @@ def test_a_30_day_step_forward_closes_one_partial_block_per_period_and_keeps_the
         step = c.steps.status()["last_step"]
         assert abs(step["seconds"] - 30 * 86400) < 5  # type: ignore[index]
         # The samples of the last seconds still count in the rolling windows, under the new labels.
-        leq60 = [m for m in c.engine.rolling(clock.now()) if m.window_s == 60 and m.figure == "leq"][0]
+        leq60 = next(m for m in c.engine.rolling(clock.now()) if m.window_s == 60 and m.figure == "leq")
         assert leq60.samples == 30 and leq60.value is not None
     finally:
         c.core.stop()

@@ -1,4 +1,4 @@
-"""The LiteRT runtime: shipped int8 and float32 models run; a model that does not match its card is refused."""
+"""The LiteRT runtime: shipped heads on the shipped backbone run; a model that does not match its card is refused."""
 
 from __future__ import annotations
 
@@ -10,18 +10,21 @@ import pytest
 import yaml
 
 from detectors.card import ModelError, sha256_file
-from detectors.runtime import default_model_path, load_classifier, load_shipped
+from detectors.pool import ModelPool
+from detectors.runtime import MODELS_DIR, HeadClassifier, TfliteClassifier, default_model_path, load_classifier
 from detectors.training import synth
 
-MODELS = ["smoke_cls", "smoke_cls_f32", "soil_cls", "soil_cls_f32"]
+MODELS = ["smoke_cls", "soil_cls"]
+BACKBONE = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
 
 
-def _copy(name: str, tmp_path: Path) -> tuple[Path, Path]:
-    src = default_model_path(name)
-    model, card = tmp_path / src.name, tmp_path / src.with_suffix(".yaml").name
-    shutil.copy(src, model)
-    shutil.copy(src.with_suffix(".yaml"), card)
-    return model, card
+def _copy(name: str, tmp_path: Path) -> Path:
+    """A model's card, head and backbone in a folder of their own; returns the card."""
+    card = default_model_path(name)
+    data = yaml.safe_load(card.read_text())
+    for f in (card.name, data["file"], data["backbone"]["file"]):
+        shutil.copy(MODELS_DIR / f, tmp_path / f)
+    return tmp_path / card.name
 
 
 def _edit_card(card: Path, **changes: object) -> None:
@@ -36,84 +39,118 @@ def _edit_card(card: Path, **changes: object) -> None:
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_shipped_models_run_and_give_probabilities(name: str) -> None:
-    clf = load_shipped(name, threads=2)
-    assert clf.card.dtype == ("float32" if name.endswith("_f32") else "int8")
-    assert default_model_path(name).stat().st_size <= 1_000_000
+def test_shipped_heads_run_and_give_probabilities(name: str) -> None:
+    clf = ModelPool().classifier(name, threads=2)
+    assert isinstance(clf, HeadClassifier) and clf.card.dtype == "uint8"
+    assert clf.path.stat().st_size <= 200_000  # a head is small; the backbone is shared
     rng = np.random.default_rng(0)
-    images = [synth.background(120, 160, rng) for _ in range(3)] + [np.zeros((30, 40, 3), np.uint8)]
+    images = [synth.background(120, 160, rng) for _ in range(3)] + [np.zeros((30, 40, 3), np.uint8),
+                                                                    np.zeros((50, 60), np.uint8)]
     probs = clf.classify(images)
-    assert probs.shape == (4, len(clf.labels))
-    assert np.allclose(probs.sum(axis=1), 1.0, atol=0.05)
+    assert probs.shape == (5, len(clf.labels))
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
     assert clf.positive_scores([]).shape == (0,)
 
 
-def test_cards_report_heldout_metrics() -> None:
+def test_cards_name_backbone_and_head_hashes_and_report_heldout_per_family() -> None:
     for name in MODELS:
-        card = yaml.safe_load(default_model_path(name).with_suffix(".yaml").read_text())
+        card = yaml.safe_load(default_model_path(name).read_text())
+        assert card["sha256"] == sha256_file(MODELS_DIR / card["file"])
+        assert card["backbone"]["file"] == BACKBONE
+        assert card["backbone"]["sha256"] == sha256_file(MODELS_DIR / BACKBONE)
+        assert card["backbone"]["source"]["commit"] and card["backbone"]["source"]["licence"] == "Apache-2.0"
+        assert (MODELS_DIR / card["backbone"]["source"]["licence_file"]).is_file()
         held = card["heldout"]
-        for key in ("precision", "recall", "f1", "n", "confusion"):
+        for key in ("precision", "recall", "f1", "n", "confusion", "per_family", "per_folder"):
             assert key in held, (name, key)
-        assert 0 < card["training"]["synthetic_fraction"] < 1
-        assert card["sha256"] == sha256_file(default_model_path(name))
+        assert all(row["n"] > 0 for row in held["per_family"].values())
+        assert "cross_validation" in card and 0 <= card["training"]["synthetic_fraction"] < 1
+    soil = yaml.safe_load(default_model_path("soil_cls").read_text())
+    assert soil["training"]["synthetic_fraction"] > 0 and "net" in soil["training"]["synthetic_what"]
 
 
-def test_int8_and_float_agree_on_most_patches() -> None:
-    rng = np.random.default_rng(1)
-    patches = [synth.soil_class_patch(label, 64, 64, rng) for label in synth.SOIL_CLASSES * 10]
-    a = load_shipped("soil_cls").classify(patches).argmax(1)
-    b = load_shipped("soil_cls_f32").classify(patches).argmax(1)
-    assert (a == b).mean() >= 0.8
+def test_one_backbone_per_pool_shared_by_both_heads() -> None:
+    pool = ModelPool()
+    smoke, soil = pool.classifier("smoke_cls"), pool.classifier("soil_cls")
+    assert isinstance(smoke, HeadClassifier) and isinstance(soil, HeadClassifier)
+    assert smoke.backbone is soil.backbone and len(pool.backbones()) == 1
+    assert pool.classifier("smoke_cls") is smoke
 
 
-def test_hash_mismatch_is_refused(tmp_path: Path) -> None:
-    model, card = _copy("smoke_cls", tmp_path)
-    _edit_card(card, sha256="0" * 64)
+def test_wrong_backbone_hash_is_refused(tmp_path: Path) -> None:
+    card = _copy("soil_cls", tmp_path)
+    _edit_card(card, backbone__sha256="0" * 64)
     with pytest.raises(ModelError, match="does not match its card"):
-        load_classifier(model)
+        load_classifier(card)
 
 
-def test_missing_card_is_refused(tmp_path: Path) -> None:
-    model, card = _copy("smoke_cls", tmp_path)
+def test_head_trained_on_another_backbone_is_refused(tmp_path: Path) -> None:
+    pool = ModelPool()
+    pool.classifier("smoke_cls")  # the shipped backbone is now loaded in this pool
+    card = _copy("soil_cls", tmp_path)
+    other = tmp_path / BACKBONE
+    other.write_bytes(other.read_bytes() + b"\0")  # another file, though its card names it
+    _edit_card(card, backbone__sha256=sha256_file(other))
+    with pytest.raises(ModelError):
+        pool.classifier("soil_cls", override=card)
+
+
+def test_head_hash_mismatch_and_missing_card_are_refused(tmp_path: Path) -> None:
+    card = _copy("smoke_cls", tmp_path)
+    head = tmp_path / yaml.safe_load(card.read_text())["file"]
+    head.write_bytes(head.read_bytes() + b"x")
+    with pytest.raises(ModelError, match="does not match its card"):
+        load_classifier(card)
     card.unlink()
     with pytest.raises(ModelError, match=r"card .* not found"):
-        load_classifier(model)
+        load_classifier(head)
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"input__width": 96}, "input shape"),
-        ({"input__dtype": "float32"}, "input dtype"),
-        ({"labels": ["a", "b", "c"], "positive_label": "a"}, "outputs"),
+        ({"input__width": 96}, "input"),
+        ({"labels": ["a", "b", "c"], "positive_label": "a"}, "labels"),
         ({"input__color": "cmyk"}, "input.color"),
         ({"positive_label": "fire"}, "positive_label"),
     ],
 )
-def test_card_that_does_not_describe_the_model_is_refused(tmp_path: Path, change: dict, message: str) -> None:
-    model, card = _copy("smoke_cls", tmp_path)
+def test_card_that_does_not_describe_the_head_is_refused(tmp_path: Path, change: dict, message: str) -> None:
+    card = _copy("smoke_cls", tmp_path)
     _edit_card(card, **change)
     with pytest.raises(ModelError, match=message):
+        load_classifier(card)
+
+
+def test_site_head_override_without_code_changes(tmp_path: Path) -> None:
+    card = _copy("soil_cls", tmp_path)
+    site = tmp_path / "site_soil.yaml"
+    _edit_card(card, name="site_soil")
+    card.rename(site)
+    clf = ModelPool().classifier("soil_cls", override=site)
+    assert clf.card.name == "site_soil"
+    assert clf.classify([np.full((64, 64, 3), 128, np.uint8)]).shape == (1, 3)
+
+
+def test_a_plain_tflite_classifier_with_its_card_still_runs(tmp_path: Path) -> None:
+    """A site's own self-contained .tflite (here: the backbone file read as a 1024-way output)."""
+    model = tmp_path / "site_model.tflite"
+    shutil.copy(MODELS_DIR / BACKBONE, model)
+    labels = [f"c{i}" for i in range(1024)]
+    (tmp_path / "site_model.yaml").write_text(yaml.safe_dump({
+        "name": "site_model", "version": "1", "file": model.name, "sha256": sha256_file(model),
+        "input": {"width": 224, "height": 224, "channels": 3, "color": "rgb", "dtype": "uint8"},
+        "normalisation": {"mean": 0.0, "std": 1.0}, "labels": labels, "positive_label": "c0"}))
+    clf = load_classifier(model)
+    assert isinstance(clf, TfliteClassifier)
+    assert clf.classify([np.zeros((100, 80, 3), np.uint8)]).shape == (1, 1024)
+    _edit_card(tmp_path / "site_model.yaml", input__dtype="float32")
+    with pytest.raises(ModelError, match="input dtype"):
         load_classifier(model)
-
-
-def test_corrupt_model_is_a_clear_error(tmp_path: Path) -> None:
-    model, card = _copy("smoke_cls", tmp_path)
     model.write_bytes(b"not a flatbuffer" * 10)
-    _edit_card(card, sha256=sha256_file(model))
+    _edit_card(tmp_path / "site_model.yaml", sha256=sha256_file(model), input__dtype="uint8")
     with pytest.raises(ModelError, match="cannot load model"):
         load_classifier(model)
-
-
-def test_site_model_override_without_code_changes(tmp_path: Path) -> None:
-    model, _ = _copy("soil_cls_f32", tmp_path)
-    site = tmp_path / "site_soil.tflite"
-    model.rename(site)
-    card = tmp_path / "soil_cls_f32.yaml"
-    _edit_card(card, file=site.name, name="site_soil")
-    card.rename(site.with_suffix(".yaml"))
-    clf = load_shipped("soil_cls", override=site)
-    assert clf.card.name == "site_soil"
 
 
 def test_detectors_config_defaults_and_validation() -> None:

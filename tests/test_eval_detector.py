@@ -47,13 +47,11 @@ def test_eval_errors_are_reported(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets is not present")
-@pytest.mark.parametrize(("detector", "model", "dirs"), [
-    ("black_smoke", "smoke_cls", ["smoke", "smoke_negatives"]),
-    ("bare_soil", "soil_cls", ["soil"]),
-])
-def test_heldout_figures_match_the_card(capsys, detector: str, model: str, dirs: list[str]) -> None:
-    subset = MODELS_DIR / f"{model}.heldout.csv"
-    args = ["eval-detector", detector, *(str(SHARED / d) for d in dirs), "--subset", str(subset), "--json"]
+@pytest.mark.parametrize(("detector", "model"), [("black_smoke", "smoke_cls"), ("bare_soil", "soil_cls")])
+def test_heldout_figures_match_the_card(capsys, detector: str, model: str) -> None:
+    # The held-out list names files across several dataset folders, with the labels the model was scored on.
+    heldout = MODELS_DIR / f"{model}.heldout.csv"
+    args = ["eval-detector", detector, str(SHARED), "--labels", str(heldout), "--json"]
     assert main(args) == 0
     figures = yaml.safe_load(capsys.readouterr().out.strip().splitlines()[-1])
     card = yaml.safe_load((MODELS_DIR / f"{model}.yaml").read_text())["heldout"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.archive import Archive
+from edge_agent.violation_store import ViolationStore
 from edge_agent.types import Violation
 from edge_agent.video.activity import Activity, ActivityLog
 from edge_agent.violations import ViolationPath
@@ -45,8 +46,9 @@ def test_a_failing_step_does_not_stop_the_next_and_is_counted(tmp_path: Path):
     def speaker_on_fire(v: Violation) -> None:
         raise RuntimeError("speaker on fire")
 
+    store = ViolationStore(tmp_path / "v.sqlite")
     path = ViolationPath(act=speaker_on_fire, publish=published, archive=Archive(tmp_path / "a.sqlite"),
-                         evidence=evidence)  # type: ignore[arg-type]
+                         evidence=evidence, store=store)  # type: ignore[arg-type]
     path.report(violation())
     path.report(violation(state="ended"))
     assert [(leaf, body["state"]) for leaf, body, _ in published.items] == [("event", "started"), ("event", "ended")]
@@ -54,6 +56,7 @@ def test_a_failing_step_does_not_stop_the_next_and_is_counted(tmp_path: Path):
     assert [v.state for v in evidence.submitted] == ["started"]
     assert published.items[0][1]["evidence_expected"] is True and "evidence_expected" not in published.items[1][1]
     assert path.health()["failures"] == {"actions": 2}
+    assert not store.open_violations() and [v.key for v in store.pending_jobs()] == [evidence.submitted[0].key]
 
 
 def test_night_work_carries_what_the_cameras_saw_over_its_window(tmp_path: Path):
@@ -63,7 +66,7 @@ def test_night_work_carries_what_the_cameras_saw_over_its_window(tmp_path: Path)
     log.add(Activity("cam-yard", T0 - timedelta(minutes=40), people=5, vehicles=0, moving=5, outlines=(box,)))
     published = Published()
     path = ViolationPath(act=lambda v: None, publish=published, archive=Archive(tmp_path / "a.sqlite"),
-                         evidence=None, enrich=log.corroborate)
+                         evidence=None, store=ViolationStore(tmp_path / "v.sqlite"), enrich=log.corroborate)
     path.report(violation("night_work", window_s=600))
     figures = published.items[0][1]["figures"]
     assert figures["video_corroborated"] == "yes" and figures["video_people_max"] == 2  # the 40-min-old frame is out
@@ -71,6 +74,7 @@ def test_night_work_carries_what_the_cameras_saw_over_its_window(tmp_path: Path)
 
     quiet = ActivityLog()  # nobody on camera: the noise alone raised it, and the event says so
     ViolationPath(act=lambda v: None, publish=published, archive=Archive(tmp_path / "b.sqlite"), evidence=None,
+                  store=ViolationStore(tmp_path / "w.sqlite"),
                   enrich=quiet.corroborate).report(violation("night_work", window_s=600))
     assert published.items[1][1]["figures"]["video_corroborated"] == "no"
 

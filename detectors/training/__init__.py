@@ -1,1 +1,1 @@
-"""Reproduce the shipped models: `python -m detectors.training.train` (needs the `train` extra)."""
+"""Reproduce the shipped heads: `python -m detectors.training.train_heads` (numpy only, no TensorFlow)."""

@@ -34,7 +34,7 @@ def noise(h: int, w: int, rng: Rng, scale: int = 8, octaves: int = 4) -> np.ndar
 
 
 def _colour_field(
-    h: int, w: int, rng: Rng, base: tuple[float, float, float], spread: float, scale: int = 6
+    h: int, w: int, rng: Rng, base: tuple[float, ...], spread: float, scale: int = 6
 ) -> np.ndarray:
     n = noise(h, w, rng, scale)[..., None]
     fine = rng.normal(0, spread * 0.35, (h, w, 1)).astype(np.float32)
@@ -54,7 +54,7 @@ def background(h: int, w: int, rng: Rng, kind: str | None = None) -> np.ndarray:
     if kind == "sky":
         top = np.array([200, 150, 90], np.float32) * rng.uniform(0.8, 1.15)
         bottom = np.array([235, 215, 190], np.float32) * rng.uniform(0.85, 1.05)
-        img = top * (1 - yy) + bottom * yy + (noise(h, w, rng, 3)[..., None] - 0.5) * 30
+        img: np.ndarray = top * (1 - yy) + bottom * yy + (noise(h, w, rng, 3)[..., None] - 0.5) * 30
     elif kind == "overcast":
         level = rng.uniform(110, 200)
         img = np.full((h, w, 3), level, np.float32) + (noise(h, w, rng, 4)[..., None] - 0.5) * 40 - yy * 20
@@ -72,12 +72,23 @@ def background(h: int, w: int, rng: Rng, kind: str | None = None) -> np.ndarray:
         step = max(6, h // int(rng.integers(6, 14)))
         for y in range(0, h, step):
             cv2.line(img, (0, y), (w, y), tuple(float(v) * 0.7 for v in img[min(y, h - 1), 0]), 1)
-    else:  # site: soil, with some structures
-        img = soil_texture(h, w, rng).astype(np.float32)
-        for _ in range(rng.integers(0, 4)):
-            x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-            x1, y1 = x0 + int(rng.integers(w // 10, w // 3)), y0 + int(rng.integers(h // 10, h // 3))
-            cv2.rectangle(img, (x0, y0), (x1, y1), tuple(float(v) for v in rng.uniform(60, 220, 3)), -1)
+    else:  # site, seen from a mast or crane: hazy sky above the horizon, bare ground below, a few structures
+        horizon = int(h * rng.uniform(0.76, 0.84))
+        sky = np.array([215, 190, 160], np.float32) * rng.uniform(0.85, 1.1)
+        img = np.empty((h, w, 3), np.float32)
+        img[:horizon] = sky * (0.9 + 0.1 * yy[:horizon] / max(yy[horizon - 1, 0, 0], 1e-3)) + (
+            noise(horizon, w, rng, 3)[..., None] - 0.5) * 20
+        ground = soil_texture(h - horizon, w, rng)
+        gh = h - horizon  # perspective: the ground recedes, its texture finer towards the horizon
+        src = np.array([[0, 0], [w, 0], [w, gh], [0, gh]], np.float32)
+        dst = np.array([[-w, 0], [2 * w, 0], [w, gh], [0, gh]], np.float32)
+        ground = cv2.warpPerspective(ground, cv2.getPerspectiveTransform(src, dst), (w, gh),
+                                     flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+        img[horizon:] = ground.astype(np.float32)
+        for _ in range(rng.integers(1, 4)):  # buildings, sheds, hoardings on the horizon, off to the right
+            x0 = int(rng.integers(13 * w // 20, w))
+            x1, y0 = x0 + int(rng.integers(w // 12, w // 4)), horizon - int(rng.integers(h // 20, h // 4))
+            cv2.rectangle(img, (x0, y0), (x1, horizon + h // 40), tuple(float(v) for v in rng.uniform(90, 200, 3)), -1)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -107,24 +118,58 @@ def plume_density(h: int, w: int, rng: Rng, source: tuple[float, float] | None =
         cv2.circle(blob, (int(cx), int(cy)), max(1, int(r)), 1.0 - 0.55 * t, -1)
         dens = np.maximum(dens, blob)
     k = max(3, int(size * 0.05) | 1)
-    dens = cv2.GaussianBlur(dens, (k, k), 0)
-    texture = 0.75 + 0.25 * noise(h, w, rng, 10)
-    dens = dens * texture
+    smooth: np.ndarray = cv2.GaussianBlur(dens, (k, k), 0)
+    dens = (smooth * (0.75 + 0.25 * noise(h, w, rng, 10))).astype(np.float32)
     return np.clip(core_gain * dens / max(float(dens.max()), 1e-6), 0, 1)
 
 
-def composite_plume(bg_bgr: np.ndarray, density: np.ndarray, opacity: float, smoke_albedo: float = 0.05,
+def composite_plume(bg_bgr: np.ndarray, density: np.ndarray, opacity: float,
+                    smoke_albedo: float | np.ndarray = 0.05,
                     colour: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """Lay a plume of peak `opacity` over a background, in linear light.
 
     The smoke's own radiance is `smoke_albedo` × the scene's mean luminance (black smoke
-    scatters little; white steam would have an albedo near 1 or above).
+    scatters little; white steam would have an albedo near 1 or above); a per-pixel albedo
+    map gives the plume its billows, lit and shadowed.
     """
     lin = srgb_to_linear(bg_bgr)
     ambient = float(lin.mean())
     a = (np.clip(density, 0, 1) * float(np.clip(opacity, 0, 1)))[..., None]
-    smoke = np.asarray(colour, np.float32)[None, None] * smoke_albedo * ambient
+    albedo = np.asarray(smoke_albedo, np.float32)
+    albedo = albedo[..., None] if albedo.ndim == 2 else albedo
+    smoke = np.asarray(colour, np.float32)[None, None] * albedo * ambient
     return linear_to_srgb(lin * (1 - a) + smoke * a)
+
+
+def warped_noise(h: int, w: int, rng: Rng, scale: int, amount: float = 0.1) -> np.ndarray:
+    """Fractal noise pushed around by a second noise field: turbulent, curly structure."""
+    base = noise(h, w, rng, scale, 5)
+    dx = (noise(h, w, rng, max(2, scale // 2), 3) - 0.5) * w * amount
+    dy = (noise(h, w, rng, max(2, scale // 2), 3) - 0.5) * h * amount
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return cv2.remap(base, xx + dx.astype(np.float32), yy + dy.astype(np.float32), cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REFLECT)
+
+
+def billowy_plume(h: int, w: int, rng: Rng, source: tuple[float, float], length: float = 0.45,
+                  angle: float = -1.9, core_gain: float = 1.4, rough: float = 0.6) -> tuple[np.ndarray, np.ndarray]:
+    """A plume as real smoke looks: ragged, billowing edges and lit / shadowed puffs inside.
+
+    Returns (density 0..1, flat at 1 in the core as `plume_density`; albedo 0..0.15 per pixel).
+    Rendered at most 640 px wide and scaled up: the texture needs no more, and 1080p stays fast.
+    """
+    scale = min(1.0, 640 / max(w, 1))
+    sh, sw = max(8, round(h * scale)), max(8, round(w * scale))
+    base = plume_density(sh, sw, rng, source=source, length=length, angle=angle, core_gain=1.0)
+    turb = warped_noise(sh, sw, rng, 16)
+    dens: np.ndarray = np.clip((base - 0.3 + rough * (turb - 0.5)) / 0.45, 0, 1) * (base > 0.03)
+    dens = cv2.GaussianBlur(dens.astype(np.float32), (0, 0), 1.0)
+    dens = np.clip(core_gain * dens / max(float(dens.max()), 1e-6), 0, 1)
+    albedo: np.ndarray = 0.15 * warped_noise(sh, sw, rng, 10) ** 1.5
+    if (sh, sw) != (h, w):
+        dens = cv2.resize(dens, (w, h), interpolation=cv2.INTER_LINEAR)
+        albedo = cv2.resize(albedo, (w, h), interpolation=cv2.INTER_LINEAR)
+    return dens.astype(np.float32), albedo.astype(np.float32)
 
 
 def add_camera_noise(img: np.ndarray, rng: Rng, sigma: float = 2.0) -> np.ndarray:
@@ -134,17 +179,40 @@ def add_camera_noise(img: np.ndarray, rng: Rng, sigma: float = 2.0) -> np.ndarra
 # --- textures for covering -------------------------------------------------------------------
 
 
+# Bare earth on Chinese sites, RGB: loess yellow-brown, brown, grey-brown, red-brown (south), dark, pale.
+SOIL_RGB = ((182, 152, 112), (150, 118, 84), (128, 116, 100), (160, 104, 72), (120, 96, 70), (196, 170, 128))
+
+
 def soil_texture(h: int, w: int, rng: Rng) -> np.ndarray:
-    """Bare earth: brown/ochre/grey-brown with clods, tracks and stones."""
-    base = rng.choice([(60, 95, 140), (70, 110, 150), (55, 80, 110), (90, 120, 150), (80, 100, 120)])
-    img = _colour_field(h, w, rng, tuple(float(v) * rng.uniform(0.75, 1.25) for v in base), 0.35, scale=8)
-    img = img.astype(np.float32)
-    clods = rng.random((h, w)) < 0.01
-    img[clods] *= 0.6
-    for _ in range(rng.integers(0, 3)):  # tyre tracks
-        y = int(rng.integers(0, h))
-        end = (w, y + int(rng.integers(-h // 2, h // 2)))
-        cv2.line(img, (0, y), end, tuple(float(v) * 0.8 for v in base), max(1, h // 20))
+    """Bare earth as a camera sees it: a relief (undulation, clods, pebbles, tyre ruts) lit from one
+    side, with grain, colour drift and damp patches. The relief's shading is what makes it read as
+    soil rather than a flat brown; the real-photo soil head scores these 0.7-0.9 bare."""
+    base = np.asarray(SOIL_RGB[int(rng.integers(0, len(SOIL_RGB)))], np.float32)[::-1] * rng.uniform(0.85, 1.15)
+    height = 0.6 * noise(h, w, rng, 6) + 0.4 * noise(h, w, rng, 24)
+    height += 0.6 * np.clip(noise(h, w, rng, max(8, w // 10), 2) - 0.6, 0, 1)  # clods
+    grain = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 0.8)
+    height += 0.05 * grain
+    bumps = np.zeros((h, w), np.float32)  # pebbles and small clods: rounded, not flat discs
+    unit = min(h, w) / 224
+    for _ in range(int(rng.integers(15, 50)) * h * w // (224 * 224)):
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.circle(bumps, c, max(1, int(rng.integers(1, 4) * unit)), float(rng.uniform(0.2, 0.5)), -1, cv2.LINE_AA)
+    height += cv2.GaussianBlur(bumps, (0, 0), 1.2 * unit)
+    if rng.random() < 0.5:  # tyre tracks: two parallel ruts with a fine tread
+        angle, offset, gap = rng.uniform(0, np.pi), rng.uniform(-0.3, 0.3) * w, rng.uniform(0.15, 0.3) * w
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        across = (xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle) - offset
+        along = -(xx - w / 2) * np.sin(angle) + (yy - h / 2) * np.cos(angle)
+        width = rng.uniform(0.04, 0.08) * w
+        for centre in (0.0, gap):
+            rut = np.exp(-(((across - centre) / width) ** 2))
+            height -= 0.35 * rut * (0.9 + 0.1 * np.sin(along / max(1.0, 3 * min(h, w) / 224)))
+    gy, gx = np.gradient(cv2.GaussianBlur(height.astype(np.float32), (0, 0), 1.0))
+    light = rng.uniform(0, 2 * np.pi)
+    shade = np.clip(1.0 + 24.0 * (gx * np.cos(light) + gy * np.sin(light)) * min(h, w) / 224, 0.4, 1.6)
+    albedo = 0.85 + 0.3 * noise(h, w, rng, 5) + 0.08 * grain
+    damp = np.clip(noise(h, w, rng, 3) - 0.7, 0, 1) * rng.uniform(0, 2)
+    img = base[None, None] * (albedo * shade * (1 - 0.4 * damp))[..., None]
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -220,7 +288,11 @@ def soil_class_patch(label: str, h: int, w: int, rng: Rng) -> np.ndarray:
 
 @dataclass
 class SmokeScene:
-    """A fixed camera; from `start` onwards a plume of `opacity` drifts from a source (a machine)."""
+    """A fixed camera; from `start` onwards a plume of `opacity` drifts from a source (a machine).
+
+    The plume billows (billowy_plume), as real smoke does: the shipped smoke head was trained
+    on real photos only and does not take a smooth grey blob for smoke.
+    """
 
     width: int = 640
     height: int = 360
@@ -243,9 +315,9 @@ class SmokeScene:
         rng = np.random.default_rng(self.seed * 1000 + i)
         img = self._bg
         if i >= self.start and self.opacity > 0:
-            dens = plume_density(self.height, self.width, np.random.default_rng(self.seed * 7 + i),
-                                 source=self.source, length=0.45, angle=-1.9 + 0.05 * np.sin(i), core_gain=1.4)
-            img = composite_plume(img, dens, self.opacity)
+            dens, albedo = billowy_plume(self.height, self.width, np.random.default_rng(self.seed * 7 + i),
+                                         source=self.source, length=0.45, angle=-1.9 + 0.05 * np.sin(i))
+            img = composite_plume(img, dens, self.opacity, albedo)
         return add_camera_noise(img, rng, 1.5)
 
 
@@ -267,7 +339,7 @@ class SoilScene:
         h, w = self.height, self.width
         self._bg = hard_texture(h, w, rng)
         self._soil = soil_texture(h, w, rng)
-        self._net = net_texture(h, w, rng)
+        self._net = drape_net(self._soil, rng, 1.0, perspective=False)
         pts = (np.asarray(self.zone) * [w, h]).astype(np.int32)
         self._mask = np.zeros((h, w), np.uint8)
         cv2.fillPoly(self._mask, [pts], 1)
@@ -337,6 +409,111 @@ class WashScene:
             ys = rng.integers(int(0.35 * h), int(0.6 * h), n)
             xs = rng.integers(int(0.25 * w), int(0.75 * w), n)
             drops[ys, xs] = 1.0
-            drops = cv2.GaussianBlur(drops, (5, 5), 0) * 6
+            drops = (cv2.GaussianBlur(drops, (5, 5), 0) * 6).astype(np.float32)
             img = np.clip(img.astype(np.float32) + np.clip(drops, 0, 1)[..., None] * 200, 0, 255).astype(np.uint8)
         return add_camera_noise(img, np.random.default_rng(self.seed * 1000 + i + 1), 1.5)
+
+
+# --- green dust nets over real soil photos ------------------------------------------------------
+
+# HDPE dust-suppression nets (防尘网) seen on Chinese sites: mostly mid or dark green, some
+# bright, some faded or dusty; BGR.
+NET_GREENS = ((45, 105, 35), (55, 125, 45), (40, 90, 30), (70, 150, 60), (60, 140, 80), (85, 130, 95), (50, 110, 70))
+
+
+def _mesh(h: int, w: int, rng: Rng, pitch: float, perspective: bool) -> np.ndarray:
+    """Openness of a knitted mesh in 0..1 (1 = hole), rendered at 2× and averaged down (no aliasing)."""
+    H, W = 2 * h, 2 * w
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    if perspective:  # a ground-level view: the mesh recedes, finer towards the top
+        depth = 0.25 + 0.75 * (yy / H) ** rng.uniform(0.8, 1.6)
+        xx = (xx - W / 2) / depth
+        yy = np.cumsum(1.0 / depth, axis=0)
+    rot = rng.uniform(0, np.pi)
+    u = xx * np.cos(rot) + yy * np.sin(rot)
+    v = -xx * np.sin(rot) + yy * np.cos(rot)
+    p = 2 * pitch
+    hole = (np.abs(np.sin(u * np.pi / p)) * np.abs(np.sin(v * np.pi / p))) ** rng.uniform(1.0, 3.0)
+    return cv2.resize(hole.astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _wrinkles(h: int, w: int, rng: Rng) -> np.ndarray:
+    """Long, soft folds of a sheet: noise stretched along a random direction, then rotated."""
+    n = max(h, w)
+    size = int(n * 1.5)
+    small = rng.random((max(2, size // 40), max(2, size // 6))).astype(np.float32)
+    sheet = cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC)
+    rot = cv2.getRotationMatrix2D((size / 2, size / 2), float(rng.uniform(0, 180)), 1.0)
+    sheet = cv2.warpAffine(sheet, rot, (size, size), borderMode=cv2.BORDER_REFLECT)
+    y0, x0 = (size - h) // 2, (size - w) // 2
+    out = sheet[y0:y0 + h, x0:x0 + w]
+    return (out - out.mean()) / (out.std() + 1e-6)
+
+
+def _sheets(h: int, w: int, rng: Rng, coverage: float) -> np.ndarray:
+    """Where the net lies: whole, or straight-edged sheets leaving a strip or corner of soil bare."""
+    if coverage >= 0.999:
+        return np.ones((h, w), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    d = (xx - w / 2) * np.cos(angle) + (yy - h / 2) * np.sin(angle)
+    d += cv2.GaussianBlur(_wrinkles(h, w, rng), (0, 0), 3) * min(h, w) * 0.01  # straight, but not ruled
+    level = float(np.quantile(d, 1.0 - coverage))
+    mask = (d >= level).astype(np.float32)
+    k = max(3, (min(h, w) // 150) | 1)
+    return cv2.GaussianBlur(mask, (k, k), 0)
+
+
+def drape_net(base_bgr: np.ndarray, rng: Rng, coverage: float = 1.0, perspective: bool = True) -> np.ndarray:
+    """A green dust net laid over a real photo of soil.
+
+    The net follows the ground under it: its shading is the soil's own blurred luminance
+    (heaps, ruts and the light on them show through the sheet), with folds and creases of its
+    own, seams where sheets overlap, the mesh's holes showing the shadowed soil beneath, dust
+    on its surface, and stones or sandbags holding it down. Outside `coverage` the soil shows.
+    """
+    h, w = base_bgr.shape[:2]
+    base = base_bgr.astype(np.float32)
+    lum = cv2.cvtColor(base_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    k = max(3, (min(h, w) // 12) | 1)
+    relief = cv2.GaussianBlur(lum, (k, k), 0)
+    relief = np.clip(relief / max(float(relief.mean()), 1.0), 0.6, 1.35) ** rng.uniform(0.4, 0.9)
+    folds = 1.0 + rng.uniform(0.04, 0.12) * _wrinkles(h, w, rng)
+    shade = np.clip(relief * folds, 0.4, 1.5)[..., None]
+    colour = np.asarray(NET_GREENS[int(rng.integers(0, len(NET_GREENS)))], np.float32) * rng.uniform(0.8, 1.2)
+    net = colour[None, None] * shade * rng.uniform(0.85, 1.25)
+    dust = noise(h, w, rng, 4)[..., None] * rng.uniform(0.0, 0.45)  # soil dust settled on the sheet
+    net = net * (1 - dust) + base.mean(axis=(0, 1))[None, None] * shade * dust
+    pitch = float(rng.uniform(1.5, 4.0)) * max(1.0, min(h, w) / 224)
+    openness = rng.uniform(0.2, 0.6) * _mesh(h, w, rng, pitch, perspective)[..., None]
+    net = net * (1 - openness) + base * 0.55 * openness  # holes show the soil, shadowed by the sheet
+    for _ in range(int(rng.integers(0, 4))):  # seams where two sheets overlap
+        p0 = (int(rng.integers(0, w)), int(rng.integers(-h // 4, h)))
+        p1 = (p0[0] + int(rng.integers(-w, w)), p0[1] + int(rng.integers(h // 2, 2 * h)))
+        seam = tuple(float(c) * rng.uniform(0.8, 1.1) for c in colour)
+        cv2.line(net, p0, p1, seam, max(1, min(h, w) // 60), cv2.LINE_AA)
+    for _ in range(int(rng.integers(0, 8))):  # stones, bricks, sandbags weighing it down
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        r = max(1, int(min(h, w) * rng.uniform(0.01, 0.04)))
+        grey = float(rng.uniform(90, 200))
+        cv2.ellipse(net, c, (r, int(r * rng.uniform(0.5, 1))), float(rng.uniform(0, 180)), 0, 360,
+                    (grey, grey * 0.97, grey * 0.93), -1, cv2.LINE_AA)
+    mask = _sheets(h, w, rng, coverage)[..., None]
+    out = net * mask + base * (1 - mask)
+    out = out + rng.normal(0, rng.uniform(1, 4), out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def net_scene(ground_bgr: np.ndarray, top_bgr: np.ndarray, rng: Rng, coverage: float = 1.0) -> np.ndarray:
+    """A ground-level whole-site view of a netted area: a real photo's upper part (sky, trees,
+    buildings) over a real soil photo under a green net, horizon at 30-50 % of the height."""
+    h, w = top_bgr.shape[:2]
+    horizon = int(h * rng.uniform(0.3, 0.5))
+    ground = cv2.resize(ground_bgr, (w, h - horizon), interpolation=cv2.INTER_AREA)
+    netted = drape_net(ground, rng, coverage, perspective=True)
+    out = top_bgr.copy()
+    out[horizon:] = netted
+    band = max(1, h // 60)
+    lo, hi = max(0, horizon - band), min(h, horizon + band)
+    out[lo:hi] = cv2.GaussianBlur(out[lo:hi], (1, 2 * band + 1), 0)
+    return out

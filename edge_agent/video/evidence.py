@@ -33,12 +33,17 @@ class CameraEvidence:
 
     def __call__(self, violation: Violation) -> list[EvidenceFile]:
         ids = self.cameras.camera_ids()
-        camera = violation.source if violation.source in ids else (ids[0] if ids else None)
+        seen = violation.seen
+        # The camera that saw it (a detector's, or the one whose activity backs up a noise breach),
+        # else the violation's own camera, else the site's first.
+        if seen is not None and seen.camera in ids:
+            camera: str | None = seen.camera
+        else:
+            camera = violation.source if violation.source in ids else (ids[0] if ids else None)
         if camera is None:
             return []
         files: list[EvidenceFile] = []
         text = f"{violation.kind} {violation.message}"[:80]
-        seen = violation.seen
         try:
             # The latest analysed frame (<= 1 s old at 1 fps): decoding the moment from the packet ring
             # would start a second 1080p decoder and its frame pool (tens of MB) for each bundle.

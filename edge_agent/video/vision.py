@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from detectors import registry
@@ -106,7 +107,7 @@ class Vision:
     name = "detectors"
 
     def __init__(self, cameras: Sequence[CameraConfig], detectors: DetectorsConfig, report: ViolationSink, *,
-                 activity: ActivityLog | None = None, clock: Clock = SYSTEM_CLOCK):
+                 activity: ActivityLog | None = None, clock: Clock = SYSTEM_CLOCK, adapted_dir: Path | None = None):
         self.report = report
         self.activity = activity
         self.clock = clock
@@ -115,7 +116,7 @@ class Vision:
         for cam in cameras:
             if not cam.enabled or not cam.detectors:
                 continue
-            pool = ModelPool()
+            pool = ModelPool(adapted_dir=adapted_dir)  # heads a site trained (`edge-agent adapt`) win
             try:
                 built = build_detectors(cam, detectors, pool)
             except Exception as exc:  # a bad model file must not take the cameras down

@@ -1,0 +1,202 @@
+"""A frozen, pretrained LiteRT backbone that gives a spatial feature map, not ImageNet classes.
+
+The shipped files are byte-identical copies of their public sources (so their sha256 can be
+checked against the source's), but their graphs end in ImageNet pooling and logits. At load
+we re-point the graph's output, in memory, at the last convolution's feature map (the
+tensor the final global pool reads). A graph output is never overwritten by the arena, so
+the map can be read after `invoke()` without `experimental_preserve_all_tensors` (which
+keeps every intermediate tensor alive: more RSS for nothing). The pool and the ImageNet
+logits still run after it; they cost well under a millisecond.
+
+One pass over a 224×224 input gives a 7×7 map (stride 32). Its mean over all cells is the
+usual pooled embedding; the mean over a part of it is the embedding of that part, so one
+pass serves a whole-image score and every cell of a zone's grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from detectors.card import ModelError, sha256_bytes
+
+log = logging.getLogger(__name__)
+
+_POOL_OPS = {1: "AVERAGE_POOL_2D", 40: "MEAN"}  # TFLite BuiltinOperator codes
+
+
+class _Table:
+    """Just enough of a FlatBuffers reader for the TFLite schema fields we need (no schema module:
+    importing the generated one costs ~4 MB of RSS for three lookups)."""
+
+    def __init__(self, buf: bytes, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+        self.vtable = pos - struct.unpack_from("<i", buf, pos)[0]
+        self.vsize = struct.unpack_from("<H", buf, self.vtable)[0]
+
+    def _field(self, index: int) -> int:
+        slot = 4 + 2 * index
+        if slot >= self.vsize:
+            return 0
+        off = struct.unpack_from("<H", self.buf, self.vtable + slot)[0]
+        return self.pos + off if off else 0
+
+    def scalar(self, index: int, fmt: str, default: int = 0) -> int:
+        at = self._field(index)
+        return int(struct.unpack_from("<" + fmt, self.buf, at)[0]) if at else default
+
+    def vector(self, index: int) -> tuple[int, int]:
+        """(position of the first element, length) of a vector field; (0, 0) if absent."""
+        at = self._field(index)
+        if not at:
+            return 0, 0
+        start = at + struct.unpack_from("<I", self.buf, at)[0]
+        return start + 4, struct.unpack_from("<I", self.buf, start)[0]
+
+    def ints(self, index: int) -> list[int]:
+        start, n = self.vector(index)
+        return list(struct.unpack_from(f"<{n}i", self.buf, start)) if n else []
+
+    def tables(self, index: int) -> list[_Table]:
+        start, n = self.vector(index)
+        at = [start + 4 * i for i in range(n)]
+        return [_Table(self.buf, a + struct.unpack_from("<I", self.buf, a)[0]) for a in at]
+
+    def string(self, index: int) -> str:
+        start, n = self.vector(index)
+        return self.buf[start:start + n].decode("utf-8", "replace") if n else ""
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """Where the feature map is in a backbone graph, and where the graph's output index is stored."""
+
+    feature_index: int
+    feature_name: str
+    output_at: int  # byte offset of subgraph 0's first output index
+
+
+def find_feature_tensor(model: bytes) -> GraphInfo:
+    """The 4-D tensor with a spatial extent that the graph's last global pooling op reads."""
+    try:
+        root = _Table(model, struct.unpack_from("<I", model, 0)[0])
+        # OperatorCode: deprecated_builtin_code (int8, field 0) and builtin_code (int32, field 3)
+        codes = [max(c.scalar(0, "b"), c.scalar(3, "i")) for c in root.tables(1)]
+        subgraph = root.tables(2)[0]
+        tensors = subgraph.tables(0)
+        out_at, n_out = subgraph.vector(2)
+        found = None
+        for op in subgraph.tables(3):
+            if codes[op.scalar(0, "I")] not in _POOL_OPS:
+                continue
+            inputs = op.ints(1)
+            shape = tensors[inputs[0]].ints(0) if inputs else []
+            if len(shape) == 4 and shape[1] > 1 and shape[2] > 1:
+                found = inputs[0]
+    except (struct.error, IndexError) as exc:
+        raise ModelError(f"backbone: not a TFLite model this runtime can read ({exc})") from exc
+    if found is None:
+        raise ModelError("backbone: no global pooling over a spatial feature map found in the graph")
+    if n_out < 1:
+        raise ModelError("backbone: the graph has no output")
+    return GraphInfo(found, tensors[found].string(3), out_at)
+
+
+def with_output(model: bytes, info: GraphInfo) -> bytes:
+    """The same model with its (first) graph output re-pointed at the feature map, in memory."""
+    patched = bytearray(model)
+    struct.pack_into("<i", patched, info.output_at, info.feature_index)
+    return bytes(patched)
+
+
+def interpreter_class() -> Any:
+    """LiteRT first; tflite_runtime only for old images (it fails beside numpy 2)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter
+    except ImportError as exc:
+        raise ModelError("no TFLite runtime: pip install ai-edge-litert") from exc
+
+
+class Backbone:
+    """One loaded backbone. Not thread-safe (one per camera thread, via ModelPool)."""
+
+    def __init__(self, path: Path, sha256: str, threads: int = 1, feature_name: str | None = None) -> None:
+        self.path = Path(path)
+        try:
+            model = self.path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"backbone {self.path} not found or unreadable: {exc}") from exc
+        actual = sha256_bytes(model)
+        if actual != sha256.lower():
+            raise ModelError(f"backbone {self.path} does not match its card: sha256 is {actual}, "
+                             f"the card says {sha256}; use the shipped file or fix the card")
+        self.sha256 = actual
+        try:
+            info = find_feature_tensor(model)
+            if feature_name and info.feature_name != feature_name:
+                raise ModelError(f"backbone {self.path}: feature tensor is {info.feature_name!r}, "
+                                 f"the card says {feature_name!r}")
+            interp = interpreter_class()(model_content=with_output(model, info),
+                                         num_threads=max(1, int(threads)))
+            interp.allocate_tensors()
+        except ModelError:
+            raise
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError on corrupt files
+            raise ModelError(f"cannot load backbone {self.path}: {exc}") from exc
+        self.feature_name = info.feature_name
+        self._interp = interp
+        inp = interp.get_input_details()[0]
+        out = interp.get_output_details()[0]
+        if np.dtype(inp["dtype"]) != np.uint8:
+            raise ModelError(f"backbone {self.path}: input must be uint8 (0..255 RGB), got {inp['dtype']}")
+        self._in_index = inp["index"]
+        self._out_index = out["index"]
+        _, self.height, self.width, _ = (int(v) for v in inp["shape"])
+        _, self.grid_h, self.grid_w, self.channels = (int(v) for v in out["shape"])
+        scale, zero = out.get("quantization", (0.0, 0))
+        self._scale = np.float32(scale or 1.0)
+        self._zero = np.float32(zero if scale else 0.0)
+        self.passes = 0  # inferences so far: tests and health check the sharing with it
+        self._lock = threading.Lock()
+
+    @property
+    def key(self) -> str:
+        """What names this backbone's features in a shared cache."""
+        return self.sha256[:16]
+
+    def prepare(self, image_bgr: np.ndarray) -> np.ndarray:
+        """Whole image resized (not cropped) to the input, RGB uint8: the graph normalises itself."""
+        img = image_bgr
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        h, w = img.shape[:2]
+        if (h, w) != (self.height, self.width):
+            shrink = h > self.height and w > self.width
+            interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+            img = cv2.resize(img, (self.width, self.height), interpolation=interpolation)
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)[None]
+
+    def feature_map(self, image_bgr: np.ndarray) -> np.ndarray:
+        """The (grid_h, grid_w, channels) float32 feature map of one BGR uint8 image."""
+        x = self.prepare(image_bgr)
+        with self._lock:  # a stray second caller must not interleave set_tensor/invoke
+            self._interp.set_tensor(self._in_index, x)
+            self._interp.invoke()
+            raw = self._interp.get_tensor(self._out_index)[0]
+            self.passes += 1
+        return (raw.astype(np.float32) - self._zero) * self._scale
