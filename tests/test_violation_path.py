@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.archive import Archive
-from edge_agent.violation_store import ViolationStore
 from edge_agent.types import Violation
 from edge_agent.video.activity import Activity, ActivityLog
+from edge_agent.violation_store import ViolationStore
 from edge_agent.violations import ViolationPath
 
 T0 = datetime(2026, 12, 1, 16, 0, tzinfo=timezone.utc)  # 00:00 in Shenzhen
