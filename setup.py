@@ -42,7 +42,7 @@ setup(
         "ai-edge-litert>=1.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.5", "mypy>=1.8", "types-PyYAML", "amqtt>=0.11"],
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.5", "mypy>=1.8", "types-PyYAML", "amqtt>=0.11"],
         "demo": ["amqtt>=0.11"],
     },
     entry_points={

@@ -301,6 +301,7 @@ class EvidenceWorker:
         self._retry: dict[str, tuple[float, int, Violation]] = {}  # key -> (monotonic due, tries, violation)
         self._built: dict[str, Evidence] = {}  # built but not yet published (the outbox was full)
         self._recovered_loaded = False
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.bundles = 0
         self.failures = 0
@@ -313,6 +314,7 @@ class EvidenceWorker:
             self._schedule_retry(violation, 0, "evidence queue full")
 
     def start(self) -> None:
+        self._stopping.clear()
         self.store.start()
         if not self._recovered_loaded and self.jobs is not None:
             self._recovered_loaded = True
@@ -336,6 +338,8 @@ class EvidenceWorker:
         self._thread.start()
 
     def stop(self) -> None:
+        """Finish what is queued (10 s at most); what is left stays owed on disk for the next start."""
+        self._stopping.set()
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(10)
@@ -363,6 +367,8 @@ class EvidenceWorker:
             self._run_due_retries()
 
     def _run_due_retries(self) -> None:
+        if self._stopping.is_set():
+            return
         mono = self.clock.monotonic()
         for key, (due, tries, violation) in list(self._retry.items()):
             if due <= mono and self._retry.get(key, (0, 0, None))[0] == due:
@@ -384,6 +390,9 @@ class EvidenceWorker:
             log.info("evidence %s for %s %s: %d file(s)", built.id, violation.kind, violation.key,
                      len(built.file_names))
         except Exception as exc:  # a full disk must not stop the next bundle: this one is retried
+            if self._stopping.is_set():  # the outbox closed under us: the job stays owed on disk
+                log.info("evidence for %s %s left for the next start: %s", violation.kind, violation.key, exc)
+                return
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.error("evidence for %s %s failed (try %d), retried later: %s", violation.kind, violation.key,

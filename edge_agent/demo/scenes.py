@@ -14,6 +14,7 @@ the demo cameras exactly as it reads real ones.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -78,7 +79,7 @@ def cameras() -> list[DemoCamera]:
 def encode(path: Path, frames: Iterator[np.ndarray]) -> Path:
     import av
 
-    tmp = path.with_suffix(".part.mp4")
+    tmp = path.with_suffix(f".part{os.getpid()}.mp4")  # two demos starting at once each write their own
     with av.open(str(tmp), "w") as out:
         stream: Any = out.add_stream("libx264", rate=FPS)
         stream.width, stream.height, stream.pix_fmt = 640, 360, "yuv420p"
