@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m firmware_tools.simulator ...`: the same arguments as `edge-fw simulate`."""
     import argparse
 
-    from firmware_tools.commands import simulate
+    from firmware_tools.cli import simulate
 
     parser = argparse.ArgumentParser(prog="python -m firmware_tools.simulator", description=simulate.HELP)
     simulate.add_arguments(parser)

@@ -6,7 +6,7 @@ run through the frozen backbone (image and mirror), and a new head is fitted sta
 the head in use, its weights pulled towards that head's (the strength chosen by
 cross-validation on the training part), so a few dozen photos adjust what the head knows
 rather than replace it. The new head is compared with the head in use on the held-out part
-before it may be installed (see edge_agent/commands/adapt.py).
+before it may be installed (see edge_agent/cli/adapt.py).
 """
 
 from __future__ import annotations

@@ -73,12 +73,12 @@ class PortError(ModbusError):
     kind = "port"
 
 
-def crc16(data: bytes) -> bytes:
+def crc16(data: bytes | bytearray) -> bytes:
     """CRC-16/MODBUS as it goes on the wire (low byte first): init 0xFFFF, poly 0xA001."""
-    return FramerRTU.compute_CRC(data).to_bytes(2, "big")
+    return FramerRTU.compute_CRC(bytes(data)).to_bytes(2, "big")
 
 
-def crc_ok(frame: bytes) -> bool:
+def crc_ok(frame: bytes | bytearray) -> bool:
     return len(frame) >= 4 and crc16(frame[:-2]) == frame[-2:]
 
 
@@ -118,7 +118,7 @@ def write_request(address: int, register: int, value: int) -> Request:
     return Request(address, 6, frame, 8, register, 1)
 
 
-def _find_frame(req: Request, buf: bytes) -> tuple[int, int] | None:
+def _find_frame(req: Request, buf: bytes | bytearray) -> tuple[int, int] | None:
     """(offset, length) of the first CRC-valid answer to `req` in `buf`, normal or exception."""
     a, fn = req.address, req.function
     for i in range(len(buf) - 4):

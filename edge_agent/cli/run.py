@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from edge_agent.commands._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
+from edge_agent.cli._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
 from edge_agent.logsetup import setup_logging
 
 NAME = "run"

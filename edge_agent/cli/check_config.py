@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_agent.commands._common import EXIT_CONFIG, load_or_report
+from edge_agent.cli._common import EXIT_CONFIG, load_or_report
 from edge_agent.config import AgentConfig
 
 NAME = "check-config"

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from edge_agent.commands._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
+from edge_agent.cli._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
 
 NAME = "collect"
 HELP = "save a camera's frames and zone crops into a folder to label for `edge-agent adapt`"

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_agent.commands._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
+from edge_agent.cli._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
 
 NAME = "adapt"
 HELP = "retrain a detector's head on this site's labelled photos (or --rollback to the previous head)"
