@@ -303,7 +303,7 @@ class Outbox:
                     if m.retain:
                         # A newer retained message supersedes any unsent older one on its topic.
                         self._delete_where("topic = ? AND retain = 1", (m.topic,))
-                self._make_room(incoming, protect=set())
+                self._make_room(incoming)
                 for m in rows:
                     cur = self._db.execute(
                         "INSERT INTO messages (msg_id, priority, kind, topic, payload, qos, retain, created) "
@@ -337,7 +337,7 @@ class Outbox:
             self._count -= int(row[0])
             self._bytes -= int(row[1])
 
-    def _make_room(self, incoming: int, protect: set[int]) -> None:
+    def _make_room(self, incoming: int) -> None:
         """Drop the least valuable messages, oldest first, until `incoming` bytes fit."""
         for kind in DROP_ORDER:
             while self._bytes + incoming > self.max_bytes:

@@ -68,7 +68,7 @@ class UplinkHealth:
         }
 
 
-Handler = Callable[[str, bytes], None]
+MessageHandler = Callable[[str, bytes], None]
 
 # What a full, read-only or broken local disk raises from the outbox: never a reason to disconnect.
 LOCAL_ERRORS = (StorageFull, sqlite3.Error, OSError)
@@ -182,7 +182,7 @@ class MqttUplink:
         self._will = will
         self.will_msg_id = ""  # of the Will the broker holds for the current connection
         self._on_connected = on_connected
-        self._subscriptions: dict[str, Handler] = {}
+        self._subscriptions: dict[str, MessageHandler] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -215,12 +215,9 @@ class MqttUplink:
         """A producer stored something: look at the outbox now rather than at the next tick."""
         self._wake.set()
 
-    def subscribe(self, relative_topic: str, handler: Handler) -> None:
+    def subscribe(self, relative_topic: str, handler: MessageHandler) -> None:
         """Receive `PREFIX/SITE/DEVICE/<relative_topic>`; handlers run on the uplink thread."""
         self._subscriptions[self.topics.full(relative_topic)] = handler
-
-    def drained(self) -> bool:
-        return self.outbox.depth() == 0 and not self._inflight
 
     def stop(self, timeout: float = 5.0, drain: Callable[[], bool] | None = None) -> None:
         """Stop; first give `drain()` (e.g. "the offline status was acked") up to `timeout` s."""
