@@ -132,6 +132,20 @@ def interpreter_class() -> Any:
         raise ModelError("no TFLite runtime: pip install ai-edge-litert") from exc
 
 
+def open_interpreter(what: str, threads: int = 1, *, path: Path | None = None,
+                     content: bytes | None = None) -> Any:
+    """A LiteRT interpreter with its tensors allocated; ModelError (naming `what`) when the file is bad."""
+    try:
+        source = {"model_path": str(path)} if content is None else {"model_content": content}
+        interp = interpreter_class()(**source, num_threads=max(1, int(threads)))
+        interp.allocate_tensors()
+    except ModelError:
+        raise
+    except Exception as exc:  # LiteRT raises ValueError/RuntimeError on corrupt files
+        raise ModelError(f"cannot load {what}: {exc}") from exc
+    return interp
+
+
 class Backbone:
     """One loaded backbone. Not thread-safe (one per camera thread, via ModelPool)."""
 
@@ -151,9 +165,7 @@ class Backbone:
             if feature_name and info.feature_name != feature_name:
                 raise ModelError(f"backbone {self.path}: feature tensor is {info.feature_name!r}, "
                                  f"the card says {feature_name!r}")
-            interp = interpreter_class()(model_content=with_output(model, info),
-                                         num_threads=max(1, int(threads)))
-            interp.allocate_tensors()
+            interp = open_interpreter(f"backbone {self.path}", threads, content=with_output(model, info))
         except ModelError:
             raise
         except Exception as exc:  # LiteRT raises ValueError/RuntimeError on corrupt files

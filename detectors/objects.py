@@ -153,20 +153,14 @@ class ObjectDetector:
     """One loaded SSD. Not thread-safe across cameras: one per camera, through ModelPool.objects()."""
 
     def __init__(self, model_path: Path, card: Mapping[str, Any], labels: Sequence[str], threads: int = 1) -> None:
-        from detectors.backbone import interpreter_class
+        from detectors.backbone import open_interpreter
 
         self.path = model_path
         self.card = card
         self.labels = tuple(labels)
         groups = card.get("groups") or DEFAULT_GROUPS
         self.group_of = {label: str(g) for g, members in groups.items() for label in members}
-        try:
-            interp = interpreter_class()(model_path=str(model_path), num_threads=max(1, int(threads)))
-            interp.allocate_tensors()
-        except ModelError:
-            raise
-        except Exception as exc:  # LiteRT raises ValueError/RuntimeError on corrupt files
-            raise ModelError(f"cannot load object detector {model_path}: {exc}") from exc
+        interp = open_interpreter(f"object detector {model_path}", threads, path=model_path)
         self._interp = interp
         inp = interp.get_input_details()[0]
         outs = interp.get_output_details()

@@ -17,7 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detectors.backbone import Backbone, interpreter_class
+from detectors.backbone import Backbone, open_interpreter
 from detectors.card import ModelCard, ModelError, load_card
 from detectors.heads import Head, cell_vectors, pool
 
@@ -154,13 +154,7 @@ class TfliteClassifier(Classifier):
     def __init__(self, model_path: Path, card: ModelCard, threads: int = 1) -> None:
         self.path = model_path
         self.card = card
-        try:
-            interp = interpreter_class()(model_path=str(model_path), num_threads=max(1, int(threads)))
-            interp.allocate_tensors()
-        except ModelError:
-            raise
-        except Exception as exc:  # LiteRT raises ValueError/RuntimeError on corrupt files
-            raise ModelError(f"cannot load model {model_path}: {exc}") from exc
+        interp = open_interpreter(f"model {model_path}", threads, path=model_path)
         self._interp = interp
         inp = interp.get_input_details()[0]
         out = interp.get_output_details()[0]
