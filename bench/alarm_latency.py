@@ -26,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the packages, not bench/detectors.py, answer `import detectors`
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -106,7 +106,7 @@ def main() -> int:
     results["camera:black_smoke+bare_soil"] = {"ms": round(ms, 2), "detections": found}
 
     # The exit camera's detectors, which share one COCO detector pass (bench/object_detectors.py).
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.append(str(Path(__file__).resolve().parent))
     from object_detectors import NAMES, measure
 
     objects = measure(n)

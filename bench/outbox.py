@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the packages before bench/ (bench/detectors.py)
 
 import paho.mqtt.client as mqtt
 from broker import Broker

@@ -26,7 +26,7 @@ from pydantic import Field
 from detectors.background import valid_image
 from detectors.geometry import as_polygon, inside, polygon_mask
 from detectors.pool import ModelPool
-from detectors.registry import CameraView, DetectorSpec, ModelParams
+from detectors.registry import CameraView, DetectorSpec, ModelParams, ViolationKind
 from detectors.runtime import Classifier, HeadClassifier
 from detectors.shared import FRAME_KEY, SharedFeatures, downscaled, region_key
 from detectors.types import Detection, Polygon, box_polygon
@@ -249,4 +249,6 @@ SPEC = DetectorSpec(
     name=NAME, params=SoilParams, build=_build, kinds=("bare_soil",), classifier=_classifier,
     summary="grid cells of each zone classified bare / covered / hard; a zone uncovered too long is confirmed",
     needs_zones=lambda params: list(params.zones) or ["(any zone)"],
+    violations={"bare_soil": ViolationKind("zone {zone}: {uncovered_ratio} of the surface uncovered", clear_s=60,
+                                           cooldown_s=600, ongoing_every_s=1800)},
 )

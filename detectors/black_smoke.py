@@ -26,7 +26,7 @@ from detectors import ringelmann
 from detectors.background import RunningBackground, components, valid_image
 from detectors.geometry import Box, expand, normalise_box
 from detectors.pool import ModelPool
-from detectors.registry import CameraView, DetectorSpec, ModelParams
+from detectors.registry import CameraView, DetectorSpec, ModelParams, ViolationKind
 from detectors.runtime import Classifier, HeadClassifier
 from detectors.shared import downscaled, region_key
 from detectors.tracking import Tracker
@@ -200,4 +200,6 @@ def _classifier(params: SmokeParams, pool: ModelPool) -> Any:
 SPEC = DetectorSpec(
     name=NAME, params=SmokeParams, build=_build, kinds=("black_smoke",), classifier=_classifier,
     summary="dark moving plumes checked by a classifier, graded on the Ringelmann scale, confirmed per track",
+    violations={"black_smoke": ViolationKind("black smoke, Ringelmann grade {ringelmann}", clear_s=30, cooldown_s=60,
+                                             ongoing_every_s=300)},
 )

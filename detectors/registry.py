@@ -72,6 +72,23 @@ Builder = Callable[[Any, CameraView, "ModelPool"], Detector]
 
 
 @dataclass(frozen=True)
+class ViolationKind:
+    """How the core turns a detector's confirmed detections of one kind into a violation.
+
+    A lasting kind (a plume, an uncovered zone) starts at the first confirmed detection and
+    ends when confirmations have lapsed for `clear_s`; a moment (a vehicle crossing the exit
+    line) is started and ended at once. `text` is the line people read, with `{metric}`
+    placeholders filled from the detection's metrics.
+    """
+
+    text: str
+    moment: bool = False
+    clear_s: float = 60.0
+    cooldown_s: float = 60.0
+    ongoing_every_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class DetectorSpec:
     """How the rest of the box meets one detector.
 
@@ -87,6 +104,7 @@ class DetectorSpec:
     summary: str
     classifier: Callable[[Any, ModelPool], Classifier] | None = None
     needs_zones: Callable[[Any], Sequence[str]] = lambda params: ()
+    violations: Mapping[str, ViolationKind] = field(default_factory=dict)  # the kinds that are violations
 
     def default_params(self) -> DetectorParams:
         return self.params(type=self.name)
@@ -140,6 +158,11 @@ def unknown_message(name: str, extra: Sequence[str] = ()) -> str:
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     hint = f"; did you mean '{close[0]}'?" if close else f"; known: {', '.join(valid)}"
     return f"unknown detector '{name}'{hint}"
+
+
+def violation_kinds() -> dict[str, ViolationKind]:
+    """Every detection kind some detector declares a violation, with how it becomes one."""
+    return {kind: how for spec in specs().values() for kind, how in spec.violations.items()}
 
 
 def build(params: DetectorParams, camera: CameraView, pool: ModelPool) -> Detector:

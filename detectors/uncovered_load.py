@@ -51,7 +51,7 @@ from detectors.objects import (
     load_objects,
 )
 from detectors.pool import ModelPool
-from detectors.registry import CameraView, DetectorSpec
+from detectors.registry import CameraView, DetectorSpec, ViolationKind
 from detectors.types import Detection, box_polygon
 
 if TYPE_CHECKING:
@@ -274,6 +274,7 @@ SPEC = DetectorSpec(
     summary="vehicles (COCO detector) crossing the exit line with their load area classified covered, partly "
     "covered, uncovered or empty; an open load is a violation",
     needs_zones=lambda params: [] if params.inside_point is not None else [params.inside_zone],
+    violations={"uncovered_load": ViolationKind("truck left with its load uncovered ({load})", moment=True)},
 )
 
 

@@ -50,7 +50,7 @@ from detectors.objects import (
     load_objects,
 )
 from detectors.pool import ModelPool
-from detectors.registry import CameraView, DetectorSpec
+from detectors.registry import CameraView, DetectorSpec, ViolationKind
 from detectors.types import Detection, box_polygon
 
 log = logging.getLogger(__name__)
@@ -302,4 +302,5 @@ SPEC = DetectorSpec(
     summary="vehicles (COCO detector) tracked through the wash bay and across the exit line; too short a stay "
     "is unwashed",
     needs_zones=lambda params: [params.wash_bay_zone],
+    violations={"unwashed_vehicle": ViolationKind("vehicle left without washing (dwell {dwell_s} s)", moment=True)},
 )

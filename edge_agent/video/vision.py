@@ -40,21 +40,6 @@ log = logging.getLogger(__name__)
 
 ViolationSink = Callable[[Violation], None]
 
-# How long a detector's confirmation may lapse before its violation ends.
-DETECTION_TIMING = {
-    "black_smoke": Timing(min_duration_s=0, clear_s=30, cooldown_s=60, ongoing_every_s=300),
-    "bare_soil": Timing(min_duration_s=0, clear_s=60, cooldown_s=600, ongoing_every_s=1800),
-}
-# Kinds that happen in a moment (a vehicle crossing the exit line): started and ended together.
-MOMENT_KINDS = frozenset({"unwashed_vehicle", "uncovered_load"})
-TEXT = {
-    "black_smoke": "black smoke, Ringelmann grade {ringelmann}",
-    "bare_soil": "zone {zone}: {uncovered_ratio} of the surface uncovered",
-    "unwashed_vehicle": "vehicle left without washing (dwell {dwell_s} s)",
-    "uncovered_load": "truck left with its load uncovered",
-}
-
-
 def camera_view(camera: CameraConfig) -> CameraView:
     return CameraView(camera.id, {name: as_polygon(pts) for name, pts in camera.zones.items()})
 
@@ -125,6 +110,7 @@ class Vision:
                 continue
             self._workers[cam.id] = _CameraWorker(cam.id, built, pool, self)
         self._trackers: dict[str, Tracker] = {}
+        self._kinds = registry.violation_kinds()  # which detection kinds are violations, and how
         self._lock = threading.Lock()
         self.analysed = 0
         self.dropped = 0
@@ -194,19 +180,21 @@ class Vision:
                                            int(float(m.get("vehicles", 0))), int(float(m.get("moving", 0))),
                                            tuple(d.regions)))
             return
+        how = self._kinds.get(kind)
+        if how is None:
+            return  # not a violation (e.g. a washed vehicle's exit, a covered load)
         figures = _figures(d)
-        message = TEXT.get(kind, kind).format_map(_Safe(figures))
+        message = how.text.format_map(_Safe(figures))
         seen = Seen(d.camera, message, tuple(d.regions), dict(d.images))
-        if kind in MOMENT_KINDS:
+        if how.moment:
             if d.confirmed:
                 key = f"{kind}:{d.camera}:{d.key}"
                 for state in ("started", "ended"):
                     self.report(Violation(kind, state, key, d.time, d.time, d.camera, figures, message,
                                           seen=seen if state == "started" else None))
             return
-        timing = DETECTION_TIMING.get(kind)
-        if timing is None:
-            return
+        timing = Timing(min_duration_s=0, clear_s=how.clear_s, cooldown_s=how.cooldown_s,
+                        ongoing_every_s=how.ongoing_every_s)
         with self._lock:
             tracker = self._trackers.get(f"{kind}:{d.camera}:{d.key}")
             if tracker is None:
