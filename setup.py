@@ -4,6 +4,9 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+# The bureau's console: pure-Python wheels on PyPI for x86_64 and aarch64 alike.
+BUREAU = ["starlette>=0.40", "uvicorn>=0.30", "Jinja2>=3.1", "python-multipart>=0.0.9"]
+
 setup(
     name="edge-agent",
     version="0.1.0",
@@ -12,13 +15,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["edge_agent*", "detectors*", "drivers*", "firmware_tools*"]),
+    packages=find_packages(include=["edge_agent*", "detectors*", "drivers*", "firmware_tools*", "bureau*"]),
     # The example config and meter profiles travel inside the package as `edge_agent/data`
     # would hide them from technicians; instead config/ is mapped as package data of its own.
     package_dir={"": "."},
     include_package_data=True,
     package_data={
         "edge_agent": ["py.typed"],
+        "bureau": ["web/templates/*.html", "web/static/*"],
         "detectors": ["models/*.tflite", "models/*.yaml", "models/*.csv", "models/*.npz", "models/*.txt",
                       "training/README.md", "training/*.csv"],
     },
@@ -42,13 +46,18 @@ setup(
         "ai-edge-litert>=1.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.5", "mypy>=1.8", "types-PyYAML", "amqtt>=0.11"],
+        "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.5", "mypy>=1.8", "types-PyYAML", "amqtt>=0.11",
+                 # the bureau's console (edge-bureau) and its browser tests (Debian's chromium + chromedriver)
+                 *BUREAU, "selenium>=4.20"],
         "demo": ["amqtt>=0.11"],
+        # The bureau's side: not installed on a box.
+        "bureau": BUREAU,
     },
     entry_points={
         "console_scripts": [
             "edge-agent=edge_agent.cli:main",
             "edge-fw=firmware_tools.cli:main",
+            "edge-bureau=bureau.cli:main",
         ]
     },
 )

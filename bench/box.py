@@ -1,5 +1,8 @@
 """The whole box: 3 meters, 2 cameras analysed at 1 fps, every detector, for 5 minutes.
 
+The site camera runs black smoke and bare soil (one backbone); the exit camera runs washing,
+uncovered load and site activity (one COCO detector pass) and black smoke.
+
 The agent runs as its own process (`edge-agent run`), exactly as systemd would start it;
 its CPU time and peak RSS are read from /proc. Everything around it runs in other
 processes and is not counted: two Modbus simulators on socat pty pairs (noise meter and PM
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -27,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ROAD = [0.0, 0.35, 1.0, 1.0]  # the exit camera's road band: one detector pass serves its three vehicle detectors
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 CACHE = Path.home() / ".cache" / "edge-agent-bench"
@@ -69,16 +74,33 @@ def proc_status_mb(pid: int, key: str) -> float:
     return float("nan")
 
 
+def unit_environment() -> dict[str, str]:
+    """The `Environment=` assignments of systemd/edge-agent.service (the allocator settings)."""
+    env: dict[str, str] = {}
+    for line in (ROOT / "systemd" / "edge-agent.service").read_text().splitlines():
+        if line.startswith("Environment="):
+            env.update(item.split("=", 1) for item in shlex.split(line.removeprefix("Environment=")))
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=300, help="measured run time (default 300)")
     parser.add_argument("--warmup", type=int, default=30, help="seconds before measuring (default 30)")
+    parser.add_argument("--profile", type=Path, help="run the agent under bench/memprofile.py, writing there "
+                        "(RSS by mapping, per bundle; adds a sampler thread: not for the reported figures)")
+    parser.add_argument("--tracemalloc", type=int, default=0, help="with --profile: Python tracebacks this deep")
+    parser.add_argument("--profile-arg", dest="profile_args", action="append", default=[],
+                        help="with --profile: passed on to bench/memprofile.py (e.g. --profile-arg=--trim-every=10)")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the agent, over the unit's (e.g. to try allocator settings)")
     args = parser.parse_args()
 
     from agent_config import write_config
     from broker import Broker
 
-    from detectors.training.synth import SmokeScene, SoilScene, WashScene
+    from detectors.training.exit_scene import Car, ExitScene
+    from detectors.training.synth import SmokeScene, SoilScene
     from edge_agent.demo.hardware import SimulatedBus
     from edge_agent.demo.scenes import RtspFeed, rtsp_available
     from edge_agent.loopback import free_port
@@ -86,14 +108,15 @@ def main() -> None:
     why = rtsp_available()
     if why:
         raise SystemExit(f"bench/box.py needs GStreamer's RTSP server: {why}")
-    length = args.seconds + args.warmup + 60
+    length = max(args.seconds + args.warmup + 60, 390)  # shorter runs reuse the default run's cached videos
     smoke = SmokeScene(width=1920, height=1080, opacity=0.8, kind="site", start=60, seed=3)
     yard = SoilScene(width=1920, height=1080, seed=0)
-    wash = WashScene(width=1920, height=1080, seed=1)
+    wash = ExitScene(width=1920, height=1080, seed=1,
+                     cars=[Car(start=2, stop_x=0.46, dwell=20), Car(start=60, body=(160, 60, 30), roof="uncovered")])
     t0 = time.monotonic()
     videos = {
         "site": make_video("site", length, lambda s: smoke.frame(s) if s % 120 < 90 else yard.frame(s, s % 60 < 30)),
-        "exit": make_video("exit", length, lambda s: wash.frame(float(s % 60), dwell_s=20.0 if s % 120 < 60 else 0.0)),
+        "exit": make_video("exit-v2", length, lambda s: wash.frame(float(s % 120), spray=22 < s % 120 < 40)),
     }
     prep_s = time.monotonic() - t0
 
@@ -112,14 +135,22 @@ def main() -> None:
         cameras=[{"id": "cam-site", "url": feeds["site"].url, "analysis_fps": 1, "zones": {"stockpile": stockpile},
                   "detectors": ["black_smoke", "bare_soil"]},
                  {"id": "cam-exit", "url": feeds["exit"].url, "analysis_fps": 1,
-                  "zones": {"wash_bay": [list(p) for p in wash.wash_bay]}, "detectors": ["washing", "black_smoke"]}],
-        detectors={"washing": {"exit_line": [list(p) for p in wash.exit_line]}},
+                  "zones": {"wash_bay": [list(p) for p in wash.wash_bay]},
+                  "detectors": ["washing", "uncovered_load", "site_activity", "black_smoke"]}],
+        detectors={"washing": {"exit_line": [list(p) for p in wash.exit_line], "crop": ROAD},
+                   "uncovered_load": {"exit_line": [list(p) for p in wash.exit_line], "crop": ROAD},
+                   "site_activity": {"crop": ROAD}},
         speaker={"enabled": False},
         telemetry={"interval_s": 60, "status_interval_s": 60},
     )
     # The allocator settings of systemd/edge-agent.service, so the figures are those of a box.
-    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "1048576"}
-    agent = subprocess.Popen([sys.executable, "-m", "edge_agent", "run", "--config", str(config)], env=env,
+    env = {**os.environ, "GPIOZERO_PIN_FACTORY": "mock", **unit_environment(),
+           **dict(e.split("=", 1) for e in args.env)}
+    command = [sys.executable, "-m", "edge_agent", "run", "--config", str(config)]
+    if args.profile is not None:
+        command[1:3] = [str(ROOT / "bench" / "memprofile.py"), f"--tracemalloc={args.tracemalloc}",
+                        *args.profile_args, str(args.profile.resolve()), "--"]
+    agent = subprocess.Popen(command, env=env,
                              stdout=subprocess.DEVNULL, stderr=open(work / "agent.log", "w"))  # noqa: SIM115
     try:
         time.sleep(args.warmup)
@@ -157,6 +188,7 @@ def main() -> None:
         "rss_after_warmup_mb": round(rss_after_warmup, 1),
         "rss_median_mb": round(sorted(samples)[len(samples) // 2], 1) if samples else None,
         "rss_target_mb": 250,
+        "allocator": {k: v for k, v in env.items() if k.startswith("MALLOC_")},
         "violations_logged": events,
         "video_prep_s": round(prep_s, 1),
     }

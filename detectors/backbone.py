@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,34 @@ def interpreter_class() -> Any:
         raise ModelError("no TFLite runtime: pip install ai-edge-litert") from exc
 
 
+class InferenceLock:
+    """The lock around one interpreter's set_tensor/invoke/get_tensor, counting the time callers waited.
+
+    One interpreter per model serves every camera (ModelPool), so two camera threads may want
+    it at once; `waited_s` says what sharing costs (health, bench/shared_pool.py). Uncontended,
+    it is a plain non-blocking acquire: no clock is read.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waits = 0  # acquisitions that found the interpreter busy
+        self.waited_s = 0.0
+        self.max_wait_s = 0.0
+
+    def __enter__(self) -> None:
+        if self._lock.acquire(blocking=False):
+            return
+        t0 = time.perf_counter()
+        self._lock.acquire()
+        waited = time.perf_counter() - t0
+        self.waits += 1  # updated while holding the lock: no lost counts
+        self.waited_s += waited
+        self.max_wait_s = max(self.max_wait_s, waited)
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 def open_interpreter(what: str, threads: int = 1, *, path: Path | None = None,
                      content: bytes | None = None) -> Any:
     """A LiteRT interpreter with its tensors allocated; ModelError (naming `what`) when the file is bad."""
@@ -147,7 +176,7 @@ def open_interpreter(what: str, threads: int = 1, *, path: Path | None = None,
 
 
 class Backbone:
-    """One loaded backbone. Not thread-safe (one per camera thread, via ModelPool)."""
+    """One loaded backbone, shared by every camera's detectors (ModelPool): each pass holds its lock."""
 
     def __init__(self, path: Path, sha256: str, threads: int = 1, feature_name: str | None = None) -> None:
         self.path = Path(path)
@@ -184,7 +213,7 @@ class Backbone:
         self._scale = np.float32(scale or 1.0)
         self._zero = np.float32(zero if scale else 0.0)
         self.passes = 0  # inferences so far: tests and health check the sharing with it
-        self._lock = threading.Lock()
+        self.lock = InferenceLock()
 
     @property
     def key(self) -> str:
@@ -206,7 +235,7 @@ class Backbone:
     def feature_map(self, image_bgr: np.ndarray) -> np.ndarray:
         """The (grid_h, grid_w, channels) float32 feature map of one BGR uint8 image."""
         x = self.prepare(image_bgr)
-        with self._lock:  # a stray second caller must not interleave set_tensor/invoke
+        with self.lock:  # another camera's thread must not interleave set_tensor/invoke
             self._interp.set_tensor(self._in_index, x)
             self._interp.invoke()
             raw = self._interp.get_tensor(self._out_index)[0]

@@ -3,7 +3,7 @@
 One SSD pass per analysed frame serves every detector of a camera (washing, uncovered_load,
 site_activity): `detect_objects()` goes through the frame's `SharedFeatures` (and, when a
 caller has none, the detector's own last-frame cache), keyed by model, crop and tiling. The
-model is loaded once per camera through `ModelPool.objects()`.
+model is loaded once for the box through `ModelPool.objects()` (its pass holds a lock).
 
 COCO classes are mapped to the groups the site cares about (card `groups`): person; vehicle
 = car + bus + truck (night gantry views of trucks come out as "bus"); motorcycle. Boxes are
@@ -18,7 +18,6 @@ SSD's own NMS), so touching vehicles stay two tracks.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -150,10 +149,10 @@ def merge_boxes(boxes: Iterable[ObjectBox], max_iou: float = 0.5) -> list[Object
 
 
 class ObjectDetector:
-    """One loaded SSD. Not thread-safe across cameras: one per camera, through ModelPool.objects()."""
+    """One loaded SSD, shared by every camera (ModelPool.objects()): each pass holds its lock."""
 
     def __init__(self, model_path: Path, card: Mapping[str, Any], labels: Sequence[str], threads: int = 1) -> None:
-        from detectors.backbone import open_interpreter
+        from detectors.backbone import InferenceLock, open_interpreter
 
         self.path = model_path
         self.card = card
@@ -181,12 +180,12 @@ class ObjectDetector:
         self._outs = [by_name[n] for n in names] if all(n in by_name for n in names) else [o["index"] for o in outs]
         self.key = str(card.get("sha256", ""))[:16]
         self.passes = 0  # SSD invocations so far: tests and health check the sharing with it
-        self._lock = threading.Lock()
+        self.lock = InferenceLock()
         self._last: tuple[Hashable, np.ndarray, tuple[ObjectBox, ...]] | None = None
 
     def _invoke(self, tile_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = cv2.cvtColor(shrink_to(tile_bgr, self.width, self.height), cv2.COLOR_BGR2RGB)[None]
-        with self._lock:
+        with self.lock:
             self._interp.set_tensor(self._in, np.ascontiguousarray(x))
             self._interp.invoke()
             boxes, classes, scores, n = (self._interp.get_tensor(i).copy() for i in self._outs)

@@ -1,8 +1,13 @@
-"""Loaded models shared by the detectors of one camera.
+"""Loaded models shared by the detectors of every camera of the box.
 
-LiteRT interpreters are not thread-safe, and each camera's detectors run on that camera's
-own worker thread: so one pool per camera. Within it each backbone is loaded once, however
-many heads (detectors) read it, and each classifier once per (name, override, threads).
+Each model is loaded once per box: one interpreter per backbone (however many heads, i.e.
+detectors, read it and however many cameras run them), per classifier (name, override,
+threads) and per object detector. Every camera's detectors run on that camera's own worker
+thread and LiteRT interpreters are not thread-safe, so each interpreter has a lock held for
+one pass (`InferenceLock`, detectors/backbone.py), which also counts the time a camera
+waited for another. At 1 analysed frame per second and 10-20 ms per pass, waits are rare
+and short (bench/shared_pool.py measures them); a second camera's copy of every
+interpreter cost ~23 MB of RSS.
 
 With `adapted_dir` (the agent's `storage.data_dir/models`), a shipped classifier follows the
 head a site installed with `edge-agent adapt`: it looks at the store's active pointer at
@@ -13,10 +18,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from detectors.adapted import ActiveHead, HeadStore
-from detectors.backbone import Backbone
+from detectors.backbone import Backbone, InferenceLock
 from detectors.card import ModelError, load_card
 from detectors.runtime import Classifier, card_path_for, default_model_path, load_classifier, load_head
 
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class ModelPool:
-    """Per-camera cache of loaded backbones and classifiers."""
+    """The box's cache of loaded backbones, classifiers and object detectors (thread-safe)."""
 
     def __init__(self, adapted_dir: Path | str | None = None, check_s: float = 5.0) -> None:
         self.adapted_dir = Path(adapted_dir) if adapted_dir is not None else None
@@ -77,8 +82,19 @@ class ModelPool:
         with self._lock:
             return list(self._backbones.values())
 
-    # The COCO object detector (detectors/objects.py): one per camera, shared by washing, uncovered_load
-    # and site_activity. Kept apart from the classifiers (its own dict, made on first use).
+    def contention(self) -> dict[str, float]:
+        """Passes and the waits for a busy interpreter, over every model loaded (health, benches)."""
+        with self._lock:
+            models: list[Any] = [*self._backbones.values(), *self._models.values(),
+                                 *self.__dict__.get("_object_detectors", {}).values()]
+        locks = [m.lock for m in models if isinstance(getattr(m, "lock", None), InferenceLock)]
+        passes = sum(int(getattr(m, "passes", 0)) for m in models)
+        return {"passes": passes, "waits": sum(lk.waits for lk in locks),
+                "waited_ms": round(1000 * sum(lk.waited_s for lk in locks), 1),
+                "max_wait_ms": round(1000 * max((lk.max_wait_s for lk in locks), default=0.0), 1)}
+
+    # The COCO object detector (detectors/objects.py): one per box, shared by washing, uncovered_load
+    # and site_activity of every camera. Kept apart from the classifiers (its own dict, made on first use).
     def objects(self, override: Path | str | None = None, threads: int = 1) -> ObjectDetector:
         """The shipped COCO object detector (SSD MobileNet V1), or the site's own SSD-style model."""
         from detectors.objects import load_objects

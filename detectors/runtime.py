@@ -10,6 +10,7 @@ backbone it was trained on, input, labels.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detectors.backbone import Backbone, open_interpreter
+from detectors.backbone import Backbone, InferenceLock, open_interpreter
 from detectors.card import ModelCard, ModelError, load_card
 from detectors.heads import Head, cell_vectors, pool
 
@@ -56,7 +57,7 @@ class Classifier:
 
 
 class HeadClassifier(Classifier):
-    """A numpy head on a shared frozen backbone. Not thread-safe: one per camera thread.
+    """A numpy head on a shared frozen backbone; every camera's thread may use it (the backbone locks its pass).
 
     `update`, when given, is asked before each use whether a newer head is installed (the
     on-box adaptation's active pointer; it rate-limits itself), so a running daemon picks up
@@ -71,11 +72,21 @@ class HeadClassifier(Classifier):
         self.head = head
         self.backbone = backbone
         self._update = update
+        self._refresh_lock = threading.Lock()
 
     def refresh(self) -> None:
         """Swap in a newly installed head, if any (cheap when nothing changed)."""
         if self._update is None:
             return
+        if not self._refresh_lock.acquire(blocking=False):
+            return  # another camera's thread is looking: it swaps the head for both
+        try:
+            self._refresh()
+        finally:
+            self._refresh_lock.release()
+
+    def _refresh(self) -> None:
+        assert self._update is not None
         try:
             new = self._update()
         except ModelError as exc:
@@ -156,6 +167,7 @@ class TfliteClassifier(Classifier):
         self.card = card
         interp = open_interpreter(f"model {model_path}", threads, path=model_path)
         self._interp = interp
+        self.lock = InferenceLock()  # one interpreter for every camera (ModelPool)
         inp = interp.get_input_details()[0]
         out = interp.get_output_details()[0]
         self._in_index = inp["index"]
@@ -200,9 +212,11 @@ class TfliteClassifier(Classifier):
     def classify(self, images: Sequence[np.ndarray]) -> np.ndarray:
         rows = []
         for image in images:
-            self._interp.set_tensor(self._in_index, self.prepare(image))
-            self._interp.invoke()
-            raw = self._interp.get_tensor(self._out_index)[0]
+            x = self.prepare(image)
+            with self.lock:
+                self._interp.set_tensor(self._in_index, x)
+                self._interp.invoke()
+                raw = self._interp.get_tensor(self._out_index)[0]
             y = raw.astype(np.float32)
             if raw.dtype != np.float32:
                 y = (y - self._out_zero) * self._out_scale

@@ -13,7 +13,9 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,9 @@ from edge_agent import __version__
 from edge_agent.archive import Archive
 from edge_agent.clock import SYSTEM_CLOCK, Clock, ClockSteps, clock_synchronized
 from edge_agent.component import Component, Supervisor
-from edge_agent.config import AgentConfig
-from edge_agent.outbox import Message, Outbox, encode_json
+from edge_agent.config import AgentConfig, Problem
+from edge_agent.config import config_warnings as unlocated_warnings
+from edge_agent.outbox import Message, Outbox, StorageFull, encode_json
 from edge_agent.sd_notify import notify, watchdog_interval_s
 from edge_agent.timefmt import iso
 from edge_agent.uplink.mqtt import MqttUplink
@@ -32,13 +35,17 @@ from edge_agent.uplink.topics import Topics
 log = logging.getLogger(__name__)
 
 TelemetrySource = Callable[[datetime], Mapping[str, Any]]
+HELD_TELEMETRY_MAX = 1440  # a day of minutes kept in memory while the disk is full
 
 
 class Agent:
     """The outbox, the uplink, the archive and the registered components, with their ticker."""
 
-    def __init__(self, config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK, steps: ClockSteps | None = None):
+    def __init__(self, config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK, steps: ClockSteps | None = None,
+                 config_warnings: Sequence[Problem] | None = None):
         self.config = config
+        # What check-config warns about (with lines when loaded from a file): logged at start, in the status.
+        self.config_warnings = list(config_warnings if config_warnings is not None else unlocated_warnings(config))
         self.clock = clock
         self.steps = steps or ClockSteps()
         self.started = clock.now()
@@ -54,12 +61,13 @@ class Agent:
             config.mqtt, self.topics, self.outbox,
             will=lambda msg_id: encode_json(self._identity() | {"state": "offline", "reason": "connection lost"},
                                             msg_id),
-            on_connected=self._on_uplink_connected,
+            on_connected=self._on_uplink_connected, timezone=config.site.timezone,
         )
         self.archive = Archive(data_dir / "archive.sqlite")
         self.components: list[Component] = []
         self.telemetry_sources: dict[str, TelemetrySource] = {}
         self._reloads: list[Callable[[], None]] = []
+        self._held_telemetry: deque[_HeldMinute] = deque(maxlen=HELD_TELEMETRY_MAX)
         self.supervisor = Supervisor(self.components, clock.monotonic, watched=[_UplinkThread(self.uplink)])
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -118,6 +126,9 @@ class Agent:
             "clock": {"synchronized": self._clock_sync, **self.steps.status()},
             "outbox": self.outbox.stats(),
             "components": health,
+            **self.config.place(),  # location and cameras' poses: the bureau's map places the box
+            "limits": self.config.limits(),
+            "config_warnings": [w.as_json() for w in self.config_warnings],
         }
 
     def _on_uplink_connected(self) -> None:
@@ -128,7 +139,7 @@ class Agent:
         self._clock_sync = clock_synchronized()
         return self.publish(Topics.STATUS, self.status_payload(state), kind="status", retain=True)
 
-    def publish_telemetry(self, end: datetime) -> Message:
+    def publish_telemetry(self, end: datetime) -> Message | None:
         body: dict[str, Any] = {"interval_s": self.config.telemetry.interval_s, "end": iso(end, self.tz)}
         measures: list[Any] = []
         for name, source in self.telemetry_sources.items():
@@ -140,12 +151,25 @@ class Agent:
             measures.extend(part.pop("measures", []))
             body.update(part)
         body["measures"] = measures
-        msg = self.publish(Topics.TELEMETRY, body, kind="telemetry")
-        try:
-            self.archive.add("telemetry", end, body)
-        except Exception as exc:  # the on-site copy must not stop the bureau's
-            log.error("could not archive telemetry: %s", exc)
-        return msg
+        self._held_telemetry.append(_HeldMinute(end, body))  # kept until the outbox and the archive have it
+        return self._flush_telemetry()
+
+    def _flush_telemetry(self) -> Message | None:
+        """Store held minutes, oldest first: a full disk holds them in memory (bounded), never drops them.
+        Raises StorageFull while the outbox cannot take the oldest one."""
+        last = None
+        while self._held_telemetry:
+            held = self._held_telemetry[0]
+            if held.message is None:
+                held.message = self.publish(Topics.TELEMETRY, held.body, kind="telemetry")
+            last = held.message
+            try:
+                self.archive.add("telemetry", held.end, held.body)
+            except Exception as exc:  # the on-site copy waits for room too; the bureau's is stored
+                log.error("could not archive telemetry (retried): %s", exc)
+                return last
+            self._held_telemetry.popleft()
+        return last
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -154,6 +178,8 @@ class Agent:
                  __version__, self.config.site.id, self.config.device.id, self.data_dir, self.outbox.depth())
         if self._clock_sync is False:
             log.warning("system clock is not synchronised: every message and bundle will say so")
+        for warning in self.config_warnings:
+            log.warning("config: %s", warning)
         self.supervisor.start_all()
         self.uplink.start()
         notify("READY=1")  # before the ticker, whose first act may be a watchdog ping
@@ -179,12 +205,21 @@ class Agent:
             if now >= next_tel:
                 try:
                     self.publish_telemetry(next_tel)
+                except StorageFull as exc:
+                    log.error("telemetry for %s held until the disk has room: %s", next_tel.isoformat(), exc)
                 except Exception:
                     log.exception("telemetry failed")
                 next_tel = _next_boundary(now, interval)
+            elif self._held_telemetry:
+                try:
+                    self._flush_telemetry()
+                except StorageFull:
+                    pass  # still full: said when it was first held
             if self.clock.monotonic() >= next_status:
                 try:
                     self.publish_status()
+                except StorageFull as exc:
+                    log.error("status not stored (disk full): %s", exc)
                 except Exception:
                     log.exception("status failed")
                 next_status = self.clock.monotonic() + status_every
@@ -250,6 +285,15 @@ class Agent:
         finally:
             self.stop()
         return 0
+
+
+@dataclass
+class _HeldMinute:
+    """A minute of telemetry not yet in both the outbox and the on-site archive."""
+
+    end: datetime
+    body: dict[str, Any]
+    message: Message | None = None  # set once the outbox has it
 
 
 class _UplinkThread:

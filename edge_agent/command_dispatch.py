@@ -33,7 +33,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge_agent.clock import SYSTEM_CLOCK, Clock, clock_synchronized
 from edge_agent.component import threads_alive
 from edge_agent.config import AgentConfig
-from edge_agent.security.bureau_command import Ack, Command, CommandVerifier, Refused, VerifierPolicy, trusted_key_map
+from edge_agent.config.security import RELAY_ALIASES
+from edge_agent.security.bureau_command import (
+    Ack,
+    Command,
+    CommandVerifier,
+    Refused,
+    VerifierPolicy,
+    relay_of,
+    trusted_key_map,
+)
 from edge_agent.security.keys import KeyFileError, load_public_key, parse_public_key
 from edge_agent.security.nonces import NonceStore
 from edge_agent.timefmt import iso
@@ -71,29 +80,40 @@ class ActionsLike(Protocol):
 
     def shout(self, clip_id: str | None = None, text: str | None = None, repeats: int = 1) -> None: ...
 
-    def spray(self, on: bool, duration_s: float | None = None) -> None: ...
-
-    def strobe(self, on: bool, duration_s: float | None = None) -> None: ...
+    def set_relay(self, relay_id: str, on: bool | None, duration_s: float | None = None) -> Mapping[str, Any] | None:
+        ...
 
 
 def action_handlers(actions: ActionsLike) -> dict[str, CommandHandler]:
-    """shout/spray/strobe handlers over the speaker and relays; `done` = queued or switched."""
+    """shout and relay handlers (`relay`, and its aliases `spray`, `strobe`) over the speaker and relays.
 
-    def run(name: str, call: Callable[[], None]) -> AckResult:
-        try:
-            call()
-        except ValueError as exc:  # ActionError: unknown clip, no relay, speaker disabled...
-            return AckResult("failed", "action_error", str(exc)[:200])
-        return AckResult("done", detail=f"{name} queued" if name == "shout" else "")
+    `done` = queued (shout) or switched; a relay's ack carries its state just after (`on`, `mode`,
+    and `resting_s` when its min_off_s rest delays switching on). Which relays the bureau may
+    switch at all is checked before (bureau.relays_allowed, security/bureau_command.py)."""
 
     def shout(c: Command) -> AckResult:
-        return run("shout", lambda: actions.shout(c.args.get("clip"), c.args.get("text"), c.args.get("repeat", 1)))
+        try:
+            actions.shout(c.args.get("clip"), c.args.get("text"), c.args.get("repeat", 1))
+        except ValueError as exc:  # ActionError: unknown clip, speaker disabled...
+            return AckResult("failed", "action_error", str(exc)[:200])
+        return AckResult("done", detail="shout queued")
 
-    def relay(name: str) -> CommandHandler:
-        method = actions.spray if name == "spray" else actions.strobe
-        return lambda c: run(name, lambda: method(c.args["state"] == "on", c.args.get("duration_s")))
+    def switch(c: Command) -> AckResult:
+        relay = relay_of(c.name, c.args)
+        if relay is None:
+            return AckResult("failed", "invalid_args", "no relay named")
+        on = {"on": True, "off": False}.get(c.args["state"])  # "auto": back to the violations
+        try:
+            state = actions.set_relay(relay, on, c.args.get("duration_s"))
+        except ValueError as exc:  # ActionError: no such relay on this box
+            return AckResult("failed", "action_error", str(exc)[:200])
+        data = dict(state) if state else {"relay": relay}
+        detail = ""
+        if on and data.get("resting_s"):
+            detail = f"on after the relay's min_off_s rest, in {data['resting_s']} s"
+        return AckResult("done", detail=detail, data=data)
 
-    return {"shout": shout, "spray": relay("spray"), "strobe": relay("strobe")}
+    return {"shout": shout, "relay": switch, **{alias: switch for alias in RELAY_ALIASES}}
 
 
 class _TokenBucket:
@@ -322,6 +342,7 @@ def build_dispatcher(config: AgentConfig, publish: Publish, *, clock: Clock = SY
         commands=frozenset(bureau.commands), max_lifetime_s=bureau.max_command_lifetime_s,
         clock_skew_s=bureau.clock_skew_s, max_payload_bytes=bureau.max_payload_bytes,
         require_synchronized_clock=bureau.require_synchronized_clock,
+        relays_allowed=frozenset(bureau.relays_allowed),
     )
     if not policy.trusted:
         log.warning("no trusted bureau key: every command will be refused")

@@ -12,7 +12,7 @@ How a reading and a frame travel through these parts is the README's "Architectu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +21,7 @@ from edge_agent.actions import Actions
 from edge_agent.app import Agent
 from edge_agent.clock import SYSTEM_CLOCK, Clock, ClockSteps
 from edge_agent.command_dispatch import CommandDispatcher, CommandHandler, action_handlers, build_dispatcher
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, Problem
 from edge_agent.core import Core, ReadingQueue
 from edge_agent.evidence.bundle import open_store as open_evidence_store
 from edge_agent.fanout import FanOut
@@ -69,16 +69,21 @@ class Parts:
         self.agent.stop(timeout)
 
 
-def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
+def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK,
+                config_warnings: Sequence[Problem] | None = None) -> Parts:
+    """`config_warnings`: the loader's, with their lines; by default found again (without lines)."""
     steps = ClockSteps()  # wall-clock steps the core sees: in the status and the next evidence
-    agent = Agent(config, clock=clock, steps=steps)
+    agent = Agent(config, clock=clock, steps=steps, config_warnings=config_warnings)
     tz = config.site.timezone
 
     def elapsed(_now: datetime) -> float:
         return clock.monotonic()
 
-    # The crew first: speaker and relays.
-    actions = Actions.from_config(config)
+    # The crew first: speaker and relays. A relay whose feedback does not come is a device_fault
+    # for the violation path built below (which acts through these same actions): the call is
+    # looked up when a fault happens, long after this function has returned.
+    violations: ViolationPath
+    actions = Actions.from_config(config, report=lambda v: violations.report(v), clock=clock)
 
     # Cameras (built before the evidence that takes pictures from them; joined to vision below).
     cameras = None
@@ -127,10 +132,11 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK) -> Parts:
     if config.hj212 is not None:
         from edge_agent.hj212.client import Hj212Uplink
 
-        hj212 = Hj212Uplink(config.hj212, config.storage.data_dir, clock.now, fsync=config.storage.fsync)
+        hj212 = Hj212Uplink(config.hj212, config.storage.data_dir, clock.now, fsync=config.storage.fsync,
+                            archive=agent.archive)
     reading_consumers: list[tuple[str, Callable[[Reading], object]]] = [
         ("history", history.add), ("rules", rules.on_reading)]
-    block_consumers: list[tuple[str, Callable[[ClosedBlock], object]]] = []
+    block_consumers: list[tuple[str, Callable[[ClosedBlock], object]]] = [("archive", agent.archive.add_block)]
     if hj212 is not None:
         reading_consumers.append(("hj212", hj212.on_reading))
         block_consumers.append(("hj212", hj212.on_block))
@@ -183,6 +189,7 @@ def recovery_grace_s(config: AgentConfig, v: Violation) -> float:
         "noise_early_warning": (rules.early_warning.window_s, rules.early_warning.timing.min_duration_s),
         "night_work": (rules.night_work.window_s, rules.night_work.timing.min_duration_s),
         "dust_over_limit": (rules.dust.window_s, rules.dust.timing.min_duration_s),
+        "dust_early_warning": (rules.dust_early_warning.window_s, rules.dust_early_warning.timing.min_duration_s),
         "night_lmax": (0, rules.night_lmax.timing.min_duration_s),
         "device_fault": (0, 60),
     }

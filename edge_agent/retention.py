@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from edge_agent.archive import Archive
+from edge_agent.archive import BLOCK, EVENT, TELEMETRY, Archive
 from edge_agent.config.storage import StorageConfig
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class Janitor:
         now = self.now()
         ret = self.config.retention
         if self.archive is not None:
-            for kind in ("telemetry", "event"):
+            for kind in (TELEMETRY, BLOCK, EVENT):  # readings (minute, hour, day blocks) and events
                 self.archive.prune(kind, now - timedelta(days=ret.readings_days))
         video_cutoff = (now - timedelta(days=ret.video_days)).timestamp()
         bundle_cutoff = (now - timedelta(days=ret.evidence_days)).timestamp()

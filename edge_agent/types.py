@@ -54,7 +54,7 @@ class Seen:
     camera: str
     label: str
     outlines: tuple[Outline, ...] = ()
-    images: Mapping[str, Any] = field(default_factory=dict)  # name -> BGR ndarray
+    images: Mapping[str, Any] = field(default_factory=dict)  # name -> JPEG bytes (or a BGR ndarray)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from edge_agent.archive import Archive
@@ -83,9 +83,13 @@ class ViolationPath:
         self.reported: dict[str, int] = {}
         self._lock = threading.RLock()
         self._open: dict[str, Violation] = {}  # key -> last state change, this run
-        self._recovered: dict[tuple[str, str], _Recovered] = {}  # (kind, source) -> from the last run
+        # (kind, source) -> violations open in the last run, oldest first (a camera may have several plumes)
+        self._recovered: dict[tuple[str, str], list[_Recovered]] = {}
         self._alias: dict[str, Violation] = {}  # a new tracker's key -> the recovered violation it continues
         self._held: deque[tuple[Violation, dict[str, Any]]] = deque(maxlen=HELD_EVENTS_MAX)
+        self._unstored: deque[tuple[Violation, bool]] = deque()  # state changes a full disk refused, in order
+        self._events_out: set[str] = set()  # started events stored while their record waited for the disk
+        self._unarchived: deque[tuple[datetime, dict[str, Any]]] = deque(maxlen=HELD_EVENTS_MAX)
         self.held_dropped = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -100,8 +104,8 @@ class ViolationPath:
             self.reported[violation.state] = self.reported.get(violation.state, 0) + 1
             if violation.state == "ended":
                 self._open.pop(violation.key, None)
-            else:
-                self._open[violation.key] = violation
+            else:  # without what was seen: frames and crops go to the evidence, not into a long-lived dict
+                self._open[violation.key] = replace(violation, seen=None)
         if self.enrich is not None:
             try:
                 violation = self.enrich(violation)
@@ -109,10 +113,7 @@ class ViolationPath:
                 log.exception("violation %s %s: adding corroboration failed", violation.kind, violation.key)
         self._step("actions", violation, lambda: self.act(violation))
         wants_bundle = violation.state == "started" and self.evidence is not None
-        if violation.state == "started":
-            self._step("store", violation, lambda: self.store.started(violation, evidence=wants_bundle))
-        else:
-            self._step("store", violation, lambda: self.store.changed(violation))
+        self._store(violation, wants_bundle)
         body = violation.to_json()
         if wants_bundle:
             body["evidence_expected"] = True
@@ -124,6 +125,49 @@ class ViolationPath:
         level = logging.WARNING if violation.state == "started" else logging.INFO
         log.log(level, "violation %s %s (%s): %s", violation.kind, violation.state, violation.source,
                 violation.message)
+
+    def _store(self, violation: Violation, evidence: bool) -> None:
+        """Record the state change on disk, in order; what a full disk refuses is retried, in order."""
+        plain = replace(violation, seen=None)
+        with self._lock:
+            if self._unstored:  # keep the order: an `ended` must not overtake its `started`
+                self._unstored.append((plain, evidence))
+                return
+        if not self._try_store(plain, evidence):
+            with self._lock:
+                self._unstored.append((plain, evidence))
+
+    def _try_store(self, violation: Violation, evidence: bool) -> bool:
+        try:
+            if violation.state == "started":
+                self.store.started(violation, evidence=evidence)
+            else:
+                self.store.changed(violation)
+            return True
+        except Exception as exc:
+            with self._lock:
+                self.failures["store"] = self.failures.get("store", 0) + 1
+            log.error("violation %s %s %s not yet on disk (retried): %s", violation.kind, violation.state,
+                      violation.key, exc)
+            return False
+
+    def _retry_unstored(self) -> None:
+        while True:
+            with self._lock:
+                if not self._unstored:
+                    return
+                violation, evidence = self._unstored[0]
+            if not self._try_store(violation, evidence):
+                return
+            with self._lock:
+                self._unstored.popleft()
+            log.info("violation %s %s %s now on disk", violation.kind, violation.state, violation.key)
+            if violation.state == "started" and violation.key in self._events_out:
+                self._events_out.discard(violation.key)
+                self._mark_event_stored(violation)
+
+    def _mark_event_stored(self, violation: Violation) -> None:
+        self._step("store", violation, lambda: self.store.event_stored(violation.key))
 
     def _send(self, violation: Violation, body: dict[str, Any]) -> bool:
         """The event into the outbox (and the on-site archive); held in memory if it cannot be stored."""
@@ -142,10 +186,33 @@ class ViolationPath:
         return True
 
     def _stored(self, violation: Violation, body: dict[str, Any]) -> None:
-        """The event is in the outbox: mark it so, and keep the on-site copy."""
+        """The event is in the outbox: mark it so (once its record is on disk), and keep the on-site copy."""
         if violation.state == "started":
-            self._step("store", violation, lambda: self.store.event_stored(violation.key))
-        self._step("archive", violation, lambda: self.archive.add("event", violation.time, body))
+            with self._lock:
+                waiting = any(v.key == violation.key for v, _ in self._unstored)
+                if waiting:
+                    self._events_out.add(violation.key)  # marked when its record is written
+            if not waiting:
+                self._step("store", violation, lambda: self.store.event_stored(violation.key))
+        try:
+            self.archive.add("event", violation.time, body)
+        except Exception as exc:  # the on-site copy waits for room too
+            with self._lock:
+                self._unarchived.append((violation.time, body))
+            log.error("event %s %s not yet in the on-site archive (retried): %s", violation.kind, violation.key, exc)
+
+    def _retry_unarchived(self) -> None:
+        while True:
+            with self._lock:
+                if not self._unarchived:
+                    return
+                when, body = self._unarchived[0]
+            try:
+                self.archive.add("event", when, body)
+            except Exception:
+                return
+            with self._lock:
+                self._unarchived.popleft()
 
     def _step(self, name: str, violation: Violation, call: Callable[[], object]) -> None:
         try:
@@ -169,7 +236,8 @@ class ViolationPath:
         downtime = (now - last_alive).total_seconds() if last_alive is not None else None
         for item in found:
             v = item.violation
-            self._recovered[(v.kind, v.source)] = _Recovered(v, self.clock.monotonic() + self.grace_s(v), downtime)
+            self._recovered.setdefault((v.kind, v.source), []).append(
+                _Recovered(v, self.clock.monotonic() + self.grace_s(v), downtime))
             self._open[v.key] = v
             if not item.event_stored and v.state == "started":
                 log.warning("violation %s %s: its started event was never stored (the box died): sending it now",
@@ -188,10 +256,12 @@ class ViolationPath:
             if v.state == "ended":
                 del self._alias[v.key]
             return replace(v, key=old.key, started=old.started)
-        rec = self._recovered.get((v.kind, v.source))
-        if rec is None or v.state != "started":
+        waiting = self._recovered.get((v.kind, v.source))
+        if not waiting or v.state != "started":
             return v
-        del self._recovered[(v.kind, v.source)]
+        rec = waiting.pop(0)
+        if not waiting:
+            del self._recovered[(v.kind, v.source)]
         self._alias[v.key] = rec.violation
         figures = {**v.figures, "resumed_after_restart": "yes"}
         if rec.downtime_s is not None:
@@ -203,9 +273,13 @@ class ViolationPath:
         """Violations from before the restart whose condition has not come back are over."""
         mono = self.clock.monotonic()
         with self._lock:
-            due = [r for r in self._recovered.values() if mono >= r.deadline]
-            for r in due:
-                del self._recovered[(r.violation.kind, r.violation.source)]
+            due = [r for waiting in self._recovered.values() for r in waiting if mono >= r.deadline]
+            for kind_source in list(self._recovered):
+                left = [r for r in self._recovered[kind_source] if mono < r.deadline]
+                if left:
+                    self._recovered[kind_source] = left
+                else:
+                    del self._recovered[kind_source]
         for r in due:
             old = r.violation
             figures: dict[str, float | str | None] = {**old.figures, "reason": "cleared_while_down"}
@@ -230,7 +304,9 @@ class ViolationPath:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(3)
+        self._retry_unstored()
         self._retry_held()
+        self._retry_unarchived()
         if self._open:
             log.info("stopping with %d violation(s) open: %s", len(self._open), ", ".join(sorted(self._open)))
         try:
@@ -243,8 +319,9 @@ class ViolationPath:
 
     def health(self) -> dict[str, Any]:
         with self._lock:
-            return {"state": "degraded" if self._held else "ok", "open": sorted(self._open),
-                    "waiting_after_restart": sorted(r.violation.key for r in self._recovered.values()),
+            return {"state": "degraded" if self._held or self._unstored else "ok", "open": sorted(self._open),
+                    "unstored": len(self._unstored), "unarchived": len(self._unarchived),
+                    "waiting_after_restart": sorted(r.violation.key for w in self._recovered.values() for r in w),
                     "held_events": len(self._held), "held_dropped": self.held_dropped,
                     "reported": dict(self.reported), "failures": dict(self.failures)}
 
@@ -258,7 +335,9 @@ class ViolationPath:
                 except Exception as exc:
                     log.warning("violation heartbeat not stored: %s", exc)
                 next_beat = mono + HEARTBEAT_S
+            self._retry_unstored()
             self._retry_held()
+            self._retry_unarchived()
             self._expire_recovered()
 
     def _retry_held(self) -> None:

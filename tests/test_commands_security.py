@@ -484,11 +484,10 @@ def test_action_handlers_drive_speaker_and_relays_and_report_their_errors(h: Har
                 raise ValueError("clip 'nope' is not available")
             calls.append(("shout", clip_id, text, repeats))
 
-        def spray(self, on: bool, duration_s: float | None = None) -> None:
-            calls.append(("spray", on, duration_s))
-
-        def strobe(self, on: bool, duration_s: float | None = None) -> None:
-            raise ValueError("no relay 'strobe' on this box")
+        def set_relay(self, relay_id: str, on: bool | None, duration_s: float | None = None) -> None:
+            if relay_id == "strobe":
+                raise ValueError("no relay 'strobe' on this box")
+            calls.append((relay_id, on, duration_s))
 
     for name, handler in action_handlers(FakeActions()).items():
         h.dispatcher.register(name, handler)

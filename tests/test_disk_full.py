@@ -210,3 +210,28 @@ def test_an_on_connect_callback_that_cannot_store_does_not_drop_the_link(mosquit
             uplink.stop(timeout=1)
             box.close()
             bureau.stop()
+
+
+def test_telemetry_minutes_wait_in_memory_on_a_full_disk_and_are_stored_in_order(tmp_path: Path):
+    """A minute that cannot be stored is held (bounded), not dropped; so is its on-site archive copy."""
+    from datetime import datetime, timedelta, timezone
+
+    from edge_agent.loopback import free_port
+
+    with small_filesystem(tmp_path / "disk", 4096) as disk:
+        agent = Agent(load_config(write_config(tmp_path, free_port(), storage={"data_dir": str(disk / "data")})))
+        try:
+            t1 = datetime(2026, 12, 1, 16, 1, tzinfo=timezone.utc)
+            filler = fill(disk)
+            with pytest.raises(StorageFull):
+                agent.publish_telemetry(t1)
+            filler.unlink()
+            agent.publish_telemetry(t1 + timedelta(minutes=1))
+            rows = sqlite3.connect(disk / "data" / "outbox.sqlite").execute(
+                "SELECT payload FROM messages WHERE kind = 'telemetry' ORDER BY row_id").fetchall()
+            ends = [json.loads(p)["end"] for (p,) in rows]
+            assert ends == ["2026-12-02T00:01:00.000+08:00", "2026-12-02T00:02:00.000+08:00"]
+            assert agent.archive.count("telemetry") == 2
+        finally:
+            agent.outbox.close()
+            agent.archive.close()

@@ -146,3 +146,49 @@ def test_stream_decoder_survives_mutated_streams_in_random_chunks() -> None:
             pos += n
         assert dec.buffered <= 3000
     assert good > 0
+
+
+# --- tolerant decoding (the platform side) -------------------------------------------------
+
+def _tolerant_kind(raw: bytes) -> str:
+    """'ok' or the DecodeError kind in tolerant mode; any other exception fails the test."""
+    try:
+        packet = decode(raw, strict=False)
+    except DecodeError as exc:
+        assert not exc.detail.startswith("unexpected"), exc
+        return exc.kind
+    assert all(w.code and w.text for w in packet.warnings)
+    return "ok"
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (_sub_segment_byte, "bad_crc"),
+    (_sub_crc_char, "bad_crc"),
+    (_insert_segment_byte, "bad_length"),
+    (_delete_segment_byte, "bad_length"),
+    (_change_length_digit, "bad_length"),
+])
+def test_tolerant_decoding_still_reports_single_faults_as_such(mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
+    rng = random.Random(f"{SEED}-tolerant-{mutate.__name__}")
+    kinds = [_tolerant_kind(mutate(rng, rng.choice(CORPUS))) for _ in range(N)]
+    assert kinds == [expected] * N
+
+
+def test_tolerant_decoding_takes_every_segment_with_right_length_and_crc() -> None:
+    """Mutated data segments, reframed with a right length and CRC: all taken, none refused."""
+    rng = random.Random(SEED + 3)
+    warned = 0
+    for _ in range(3 * N):
+        raw = rng.choice(CORPUS)
+        segment = _random_mutation(rng, raw[6:-6]).replace(b"\r\n", b"")
+        framed = frame(segment)
+        assert _tolerant_kind(framed) == "ok", framed
+        warned += bool(decode(framed, strict=False).warnings)
+    assert warned > N  # most mutations leave a trace
+
+
+def test_tolerant_random_mutations_are_refused_only_for_framing_length_or_crc() -> None:
+    rng = random.Random(SEED + 4)
+    kinds = {_tolerant_kind(_random_mutation(rng, rng.choice(CORPUS))) for _ in range(3 * N)}
+    assert kinds <= {"ok", "bad_header", "bad_length", "bad_crc"}
+    assert {"bad_length", "bad_crc"} <= kinds

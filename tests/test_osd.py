@@ -55,3 +55,31 @@ def test_chinese_renders_as_glyphs_not_boxes() -> None:
     assert noise.any() and dust.any()
     assert not np.array_equal(noise, dust)  # distinct glyphs, not one "tofu" box for every character
     assert not np.array_equal(noise, unknown)
+
+
+def test_clean_and_marked_snapshots_from_one_copy_are_the_pictures_two_copies_give() -> None:
+    from drivers.camera.osd import draw_outlines, watermark_jpegs
+
+    frame = _frame()
+    before = frame.copy()
+    # one outline under the band (its stamp must cover it in the marked copy, not leak into the clean one)
+    outlines = [[(0.05, 0.02), (0.5, 0.02), (0.5, 0.6), (0.05, 0.6)], [(0.6, 0.6), (0.9, 0.6), (0.9, 0.9)]]
+    clean, marked = watermark_jpegs(frame, LINES, outlines, "plume")
+    assert np.array_equal(frame, before)  # the analysed frame is never drawn on
+    assert clean == watermark_jpeg(frame, LINES)
+    assert marked == watermark_jpeg(draw_outlines(frame, outlines, "plume"), LINES)
+    assert clean != marked
+
+
+def test_stamp_draws_in_place_inside_the_band_only() -> None:
+    from drivers.camera.osd import stamp
+
+    frame = _frame()
+    work = frame.copy()
+    assert stamp(work, LINES) is work
+    changed = np.argwhere((work != frame).any(axis=2))
+    assert len(changed) > 100
+    font, _ = font_for(frame.shape[0])
+    assert changed[:, 0].max() < 4 * (font.getbbox("Ag")[3] + 10) + 10  # rows: the four lines' band
+    assert changed[:, 1].max() < frame.shape[1]
+    assert np.array_equal(stamp(frame.copy(), []), frame)  # no text, no band

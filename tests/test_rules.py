@@ -165,3 +165,16 @@ def test_dust_units_are_converted():
     assert only(got, "dust_over_limit") == [("dust_over_limit", "started")]
     assert got[0].figures["avg"] == 0.85
 
+
+
+def test_a_permit_for_dust_suspends_the_dust_rules_in_its_hours_only():
+    permit = Permit(id="SZ-2026-009", valid_from=date(2026, 11, 23), valid_to=date(2026, 11, 23),
+                    windows=[TimeWindow(start="09:00", end="12:00")], allows=["dust_over_limit", "dust_early_warning"])
+    rules = RulesConfig(dust=DustRule(window_s=300, limit=0.8, unit="mg/m3"))
+    eng, got = engine(rules, ScheduleConfig(permits=[permit]))
+    t = local(10)
+    eng.evaluate(t, [Measure("dust-1", "tsp", 300, "avg", 950.0, "ug/m3", t, samples=300)])
+    assert got == []  # demolition under a permit: no violation, no warning
+    t = local(12, 30)
+    eng.evaluate(t, [Measure("dust-1", "tsp", 300, "avg", 950.0, "ug/m3", t, samples=300)])
+    assert only(got, "dust_over_limit") == [("dust_over_limit", "started")]

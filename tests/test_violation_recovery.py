@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,78 @@ def test_a_corrupt_store_is_moved_aside_and_the_agent_starts(tmp_path: Path, cor
     path.write_bytes(corrupt)
     store = ViolationStore(path)
     assert store.open_violations() == [] and list(tmp_path.glob("violations.sqlite.corrupt-*"))
+
+
+def test_a_full_disk_delays_the_violation_records_but_never_loses_or_doubles_them(tmp_path: Path):
+    """Started and ended while the disk is full: both reach the store, in order, once there is room."""
+    from small_fs import fill, small_filesystem
+
+    from edge_agent.archive import Archive
+    from edge_agent.clock import SystemClock
+    from edge_agent.types import Violation
+    from edge_agent.violation_store import ViolationStore
+    from edge_agent.violations import ViolationPath
+
+    published: list[dict] = []
+    with small_filesystem(tmp_path / "disk", 2048) as disk:
+        store = ViolationStore(disk / "violations.sqlite")
+        path = ViolationPath(act=lambda v: None, publish=lambda leaf, body, kind: published.append(body),
+                             archive=Archive(tmp_path / "archive.sqlite"), evidence=None, store=store,
+                             clock=SystemClock())
+        filler = fill(disk)
+        t = datetime(2026, 12, 1, 16, tzinfo=timezone.utc)
+        started = Violation("night_lmax", "started", "night_lmax:noise-1:1", t, t, "noise-1", {"lmax": 80.0})
+        path.report(started)
+        path.report(Violation("night_lmax", "ended", started.key, t + timedelta(seconds=30), t, "noise-1", {}))
+        assert [b["state"] for b in published] == ["started", "ended"]  # the bureau is told at once
+        assert path.health()["unstored"] == 2 and store.open_violations() == []
+        filler.unlink()
+        path.start()
+        try:
+            assert wait(lambda: path.health()["unstored"] == 0, 10), path.health()
+        finally:
+            path.stop()
+        # Started then ended, applied in order: nothing is left open to come back after a restart.
+        assert store.open_violations() == []
+
+
+def wait(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
+
+
+def test_several_open_violations_of_one_camera_each_continue_or_end_after_a_restart(tmp_path: Path):
+    from edge_agent.archive import Archive
+    from edge_agent.clock import SkippingClock
+    from edge_agent.types import Violation
+    from edge_agent.violation_store import ViolationStore
+    from edge_agent.violations import ViolationPath
+
+    t = datetime(2026, 12, 1, 16, tzinfo=timezone.utc)
+    store = ViolationStore(tmp_path / "violations.sqlite")
+    plumes = [Violation("black_smoke", "started", f"black_smoke:cam-1:black_smoke:cam-1:{i}", t, t, "cam-1",
+                        {"ringelmann": 3.0}) for i in (1, 2, 3)]
+    for v in plumes:
+        store.started(v, evidence=False)
+    published: list[dict] = []
+    clock = SkippingClock()
+    path = ViolationPath(act=lambda v: None, publish=lambda leaf, body, kind: published.append(body),
+                         archive=Archive(tmp_path / "archive.sqlite"), evidence=None, store=store,
+                         grace_s=lambda v: 60.0, clock=clock)
+    assert len(path.health()["waiting_after_restart"]) == 3
+    # One plume is still there after the restart: it continues under the oldest key.
+    path.report(Violation("black_smoke", "started", "black_smoke:cam-1:new", t, t, "cam-1", {"ringelmann": 3.0}))
+    assert published[-1]["state"] == "ongoing" and published[-1]["key"] == plumes[0].key
+    path.start()
+    try:
+        clock.skip(61)
+        assert wait(lambda: sum(b["state"] == "ended" for b in published) == 2, 10), published
+    finally:
+        path.stop()
+    ended = {b["key"] for b in published if b["state"] == "ended"}
+    assert ended == {plumes[1].key, plumes[2].key}
+    assert {v.violation.key for v in store.open_violations()} == {plumes[0].key}

@@ -28,7 +28,7 @@ import av
 
 from drivers.camera.clock import StreamClock
 from drivers.camera.plan import DecodePlan
-from drivers.camera.ring import PacketRing, RingPacket, StreamInfo
+from drivers.camera.ring import PacketRing, RingPacket, StreamInfo, hold
 from drivers.types import Frame
 
 log = logging.getLogger(__name__)
@@ -282,10 +282,9 @@ class CameraCapture:
                 self._on_packet(arrival, first)
                 first = False
                 if self.ring is not None and (info is not None or key):
-                    data = bytes(packet)
                     if info is None:
-                        info = _stream_info(stream, data)
-                    self.ring.add(info, RingPacket(wall, packet.pts, ts, key, data))
+                        info = _stream_info(stream, bytes(packet))
+                    self.ring.add(info, RingPacket(wall, packet.pts, ts, key, hold(packet)))
                 if not s.decode:
                     continue
                 want = "NONKEY" if self._plan.keyframes_only else "DEFAULT"

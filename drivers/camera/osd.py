@@ -9,7 +9,6 @@ once: a snapshot without a legible stamp is still better than none.
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import shutil
 import subprocess
@@ -17,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 log = logging.getLogger(__name__)
@@ -72,30 +73,80 @@ def font_for(height: int) -> tuple[Font, bool]:
     return _font(max(12, height // 28))
 
 
-def draw_watermark(image_bgr: Any, lines: Sequence[str]) -> Image.Image:
-    """An RGB image with `lines` on a dark band at the top left (the stream's own OSD is usually there too)."""
-    rgb = Image.fromarray(image_bgr[:, :, ::-1].copy())  # BGR -> RGB
-    font, cjk = font_for(rgb.height)
+def _band_layout(width: int, height: int, lines: Sequence[str]) -> tuple[Font, list[str], int, int, int]:
+    """(font, text, margin, line height, band width) of the watermark for a `width`×`height` frame."""
+    font, cjk = font_for(height)
     text = [line if cjk else line.encode("ascii", "replace").decode() for line in lines if line]
+    margin = max(4, height // 120)
     if not text:
-        return rgb
-    draw = ImageDraw.Draw(rgb, "RGBA")
-    margin = max(4, rgb.height // 120)
-    boxes = [draw.textbbox((0, 0), line, font=font) for line in text]
-    line_h = max(b[3] for b in boxes) + margin
-    width = max(b[2] for b in boxes) + 2 * margin
-    draw.rectangle((0, 0, min(width, rgb.width), line_h * len(text) + margin), fill=(0, 0, 0, 140))
+        return font, text, margin, 0, 0
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    boxes = [measure.textbbox((0, 0), line, font=font) for line in text]
+    line_h = int(max(b[3] for b in boxes)) + margin  # whole pixels with the fonts in use (FreeType, bitmap)
+    band_w = int(max(b[2] for b in boxes)) + 2 * margin
+    return font, text, margin, line_h, band_w
+
+
+def stamp(image_bgr: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """Burn `lines` on a dark band at the top left of `image_bgr`, in place; returns it.
+
+    Only the band goes through Pillow (for the CJK font): a 1080p frame is never converted
+    to an RGB copy and a Pillow image (14 MB for each snapshot before).
+    """
+    h, w = image_bgr.shape[:2]
+    font, text, margin, line_h, band_w = _band_layout(w, h, lines)
+    if not text:
+        return image_bgr
+    band_h = line_h * len(text) + margin
+    # the rectangle's far edges are inclusive and the text's stroke reaches 1 px past its box
+    bh, bw = min(h, band_h + 4), min(w, band_w + 4)
+    band = Image.fromarray(np.ascontiguousarray(image_bgr[:bh, :bw, ::-1]))
+    draw = ImageDraw.Draw(band, "RGBA")
+    draw.rectangle((0, 0, min(band_w, w), band_h), fill=(0, 0, 0, 140))
     for i, line in enumerate(text):
         xy = (margin, margin + i * line_h)
         draw.text(xy, line, font=font, fill=(255, 255, 255), stroke_width=1, stroke_fill=(0, 0, 0))
-    return rgb
+    image_bgr[:bh, :bw] = np.asarray(band)[:, :, ::-1]
+    return image_bgr
+
+
+def draw_watermark(image_bgr: Any, lines: Sequence[str]) -> Image.Image:
+    """An RGB image with `lines` on a dark band at the top left (the stream's own OSD is usually there too)."""
+    out = stamp(np.array(image_bgr, dtype=np.uint8, copy=True), lines)
+    return Image.fromarray(np.ascontiguousarray(out[:, :, ::-1]))
+
+
+def encode_jpeg(image_bgr: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of a BGR frame, encoded straight from it (libjpeg, 4:2:0, as Pillow did)."""
+    ok, jpeg = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return jpeg.tobytes()
 
 
 def watermark_jpeg(image_bgr: Any, lines: Sequence[str], quality: int = 90) -> bytes:
-    """JPEG bytes of the frame with its watermark."""
-    buf = io.BytesIO()
-    draw_watermark(image_bgr, lines).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+    """JPEG bytes of the frame with its watermark (one copy of the frame, stamped and encoded)."""
+    return encode_jpeg(stamp(np.array(image_bgr, dtype=np.uint8, copy=True), lines), quality)
+
+
+def watermark_jpegs(image_bgr: Any, lines: Sequence[str], outlines: Sequence[Outline], label: str = "",
+                    quality: int = 90) -> tuple[bytes, bytes]:
+    """(clean, marked) watermarked JPEGs of one frame, made on one copy of it.
+
+    The copy is stamped and encoded (clean); its band is put back from the frame, the outlines
+    are drawn and it is stamped again (marked): the same pictures as two separate copies would
+    give, with one 1080p copy instead of two (and no Pillow frame).
+    """
+    work = np.array(image_bgr, dtype=np.uint8, copy=True)
+    h, w = work.shape[:2]
+    _, _, margin, line_h, band_w = _band_layout(w, h, lines)
+    bh = min(h, line_h * sum(1 for line in lines if line) + margin + 4)
+    bw = min(w, band_w + 4)
+    clean = encode_jpeg(stamp(work, lines), quality)
+    work[:bh, :bw] = np.asarray(image_bgr)[:bh, :bw]
+    _outline(work, outlines, label)
+    marked = encode_jpeg(stamp(work, lines), quality)
+    return clean, marked
 
 
 Outline = Sequence[tuple[float, float]]  # a polygon in normalised image coordinates (0..1)
@@ -108,10 +159,12 @@ def draw_outlines(image_bgr: Any, outlines: Sequence[Outline], label: str = "",
     The evidence keeps the clean frame too: the outlines are the box's reading of the picture,
     not part of it.
     """
-    import cv2
-    import numpy as np
+    return _outline(image_bgr.copy(), outlines, label, colour)
 
-    out = image_bgr.copy()
+
+def _outline(out: np.ndarray, outlines: Sequence[Outline], label: str = "",
+             colour: tuple[int, int, int] = (0, 0, 255)) -> np.ndarray:
+    """Draw the outlines (and the label by the first) on `out`, in place."""
     h, w = out.shape[:2]
     thickness = max(2, h // 270)
     for i, outline in enumerate(outlines):

@@ -4,11 +4,16 @@ Packets are kept whole GOP by GOP (a clip must start at a keyframe), and old GOP
 while the next one still starts at or before the horizon: a clip of the last `seconds` always
 finds a keyframe at or before its start. Remuxing 20 s of 1080p takes milliseconds and no
 decoder; re-encoding it would take a Pi minutes.
+
+A big packet (a keyframe: 100-500 kB at 1080p) is held in an anonymous mapping of its own
+(`hold`), not on the malloc heap: it lives for the ring's ~30 s and then leaves, and from
+the heap those leaving keyframes left holes that the capture thread's arena kept.
 """
 
 from __future__ import annotations
 
 import io
+import mmap
 import os
 import threading
 from collections import deque
@@ -19,6 +24,7 @@ from typing import Any
 
 import av
 
+BIG_PACKET = 64 * 1024  # from this size a packet gets a mapping of its own
 REMUX_FORMATS = {"h264": "h264", "hevc": "hevc"}  # raw elementary-stream demuxers, to copy parameters from
 OUT_TIME_BASE = Fraction(1, 90000)
 
@@ -49,7 +55,25 @@ class RingPacket:
     pts: int | None
     dts: int
     key: bool
-    data: bytes = field(repr=False)
+    data: bytes | mmap.mmap = field(repr=False)  # see `hold`
+
+
+def hold(data: Any) -> bytes | mmap.mmap:
+    """A copy of a packet's bytes to keep in the ring: a big one in an anonymous mapping of its own.
+
+    The mapping is unmapped when the packet leaves the ring (the last reference goes), so a
+    keyframe's memory goes back to the kernel instead of into a hole in a malloc arena.
+    """
+    view = memoryview(data).cast("B")
+    if view.nbytes < BIG_PACKET:
+        return view.tobytes()
+    buf = mmap.mmap(-1, view.nbytes)
+    buf.write(view)
+    return buf
+
+
+def _packet(data: bytes | mmap.mmap) -> av.Packet:
+    return av.Packet(data)  # type: ignore[arg-type]  # PyAV takes any buffer; its stub says bytes
 
 
 @dataclass
@@ -170,7 +194,7 @@ class PacketRing:
             for src, p in chosen:
                 dts = max(round((p.wall - clip0) / OUT_TIME_BASE), last_dts + 1)
                 delay = 0 if p.pts is None else round((p.pts - p.dts) * src.time_base / OUT_TIME_BASE)
-                packet = av.Packet(p.data)
+                packet = _packet(p.data)
                 packet.dts = dts
                 packet.pts = dts + max(0, delay)
                 packet.time_base = OUT_TIME_BASE
@@ -193,7 +217,7 @@ class PacketRing:
         ctx.thread_count = 1
         best: tuple[float, Any] | None = None
         for _, p in chosen:
-            packet = av.Packet(p.data)
+            packet = _packet(p.data)
             packet.pts, packet.dts = p.pts, p.dts
             for frame in ctx.decode(packet):
                 best = (p.wall, frame)

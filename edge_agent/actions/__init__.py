@@ -1,7 +1,8 @@
-"""Acting locally: the loudspeaker (Mandarin clips, priorities) and relays (spray, strobe)."""
+"""Acting locally: the loudspeaker (Mandarin clips, priorities) and relays (spray, strobe), with their feedback."""
 
 from edge_agent.actions.actions import ActionError, Actions
 from edge_agent.actions.clips import Clip, ClipError, ClipLibrary
+from edge_agent.actions.feedback import FeedbackMonitor
 from edge_agent.actions.relays import RelayController
 from edge_agent.actions.speaker_queue import Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
 
@@ -11,6 +12,7 @@ __all__ = [
     "Clip",
     "ClipError",
     "ClipLibrary",
+    "FeedbackMonitor",
     "Priority",
     "RelayController",
     "SpeakRequest",

@@ -2,9 +2,12 @@
 
 `Actions` is the agent component named "actions". It maps each violation kind to a clip
 and relays (config `actions:`), feeds the speaker queue, and runs one small thread that
-serves the relays' timed decisions (cut-offs, rests, override expiry). Switching happens
-in the caller's thread at once, so a strobe follows a violation without waiting for a tick.
-Nothing here raises into the rules engine: a failure is logged and shows in health.
+serves the relays' timed decisions (cut-offs, rests, override expiry) and watches the relays'
+feedback inputs (edge_agent/actions/feedback.py): a relay commanded on whose feedback does not
+come is a `device_fault`, handed to `report` (the violation path's, so it gets an event and
+evidence like any violation). Switching happens in the caller's thread at once, so a strobe
+follows a violation without waiting for a tick. Nothing here raises into the rules engine: a
+failure is logged and shows in health.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from drivers.relay import Relay
+from drivers.relay import FeedbackInput, Relay
 from drivers.speaker import Speaker
 from edge_agent.actions.clips import ClipError, ClipLibrary
+from edge_agent.actions.feedback import FeedbackMonitor, FeedbackSource
 from edge_agent.actions.relays import RelayController, Switch
 from edge_agent.actions.speaker_queue import Player, Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
+from edge_agent.clock import SYSTEM_CLOCK, Clock
 from edge_agent.component import threads_alive
 from edge_agent.config.actions import ActionRule, RelayConfig, SpeakerConfig, check_references
 from edge_agent.config.root import AgentConfig
@@ -39,6 +44,14 @@ def default_relay(cfg: RelayConfig) -> Switch:
     return Relay(cfg.id, cfg.pin, active_high=cfg.active_high)
 
 
+def default_feedback(cfg: RelayConfig, on_change: Callable[[bool], None]) -> FeedbackSource | None:
+    """The relay's feedback input on its GPIO pin, or None if it has none."""
+    fb = cfg.feedback
+    if fb is None:
+        return None
+    return FeedbackInput(cfg.id, fb.pin, pull_up=fb.pull_up, active_state=fb.active_state, on_change=on_change)
+
+
 class Actions:
     """The speaker and relays as one agent component."""
 
@@ -47,8 +60,15 @@ class Actions:
     def __init__(self, speaker: SpeakerConfig, relays: Sequence[RelayConfig], rules: Mapping[str, ActionRule], *,
                  cache_dir: Path, player: Player | None = None,
                  relay_factory: Callable[[RelayConfig], Switch] = default_relay,
-                 on_speaker_event: Callable[[SpeakerEvent], None] | None = None):
+                 feedback_factory: Callable[[RelayConfig, Callable[[bool], None]], FeedbackSource | None] = (
+                     default_feedback),
+                 on_speaker_event: Callable[[SpeakerEvent], None] | None = None,
+                 report: Callable[[Violation], None] | None = None, clock: Clock = SYSTEM_CLOCK):
+        """`report` takes the relays' feedback faults (the violation path's `report`); without it they
+        are only logged and shown in health."""
         self.speaker_config = speaker
+        self.report = report
+        self.clock = clock
         self.rules = dict(rules)
         self.problems = check_references(speaker, list(relays), self.rules)
         self.clips = ClipLibrary(speaker.clips, voice=speaker.voice, rate_wpm=speaker.tts_rate_wpm,
@@ -59,12 +79,17 @@ class Actions:
             self.player = player or Speaker(speaker.device, speaker.volume, speaker.sample_rate,
                                             retry_s=speaker.retry_s)
             self.queue = SpeakerQueue(self.player, on_event=on_speaker_event)
+        self._wake = threading.Event()
         self.relays: dict[str, RelayController] = {}
+        self.feedback: dict[str, FeedbackMonitor] = {}
         for cfg in relays:
             if cfg.id in self.relays:
                 continue  # reported in self.problems
             self.relays[cfg.id] = RelayController(relay_factory(cfg), max_on_s=cfg.max_on_s, min_off_s=cfg.min_off_s)
-        self._wake = threading.Event()
+            if cfg.feedback is not None:
+                source = feedback_factory(cfg, self._feedback_changed)
+                if source is not None:
+                    self.feedback[cfg.id] = FeedbackMonitor(cfg.id, source, cfg.feedback, clock=clock)
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._errors = 0
@@ -83,6 +108,8 @@ class Actions:
             log.error("actions config: %s", problem)
         for ctl in self.relays.values():
             ctl.switch.set(False)  # claim every pin now, driven off, so a bad pin shows at start
+        for monitor in self.feedback.values():
+            monitor.source.read()  # and every feedback input
         self._stopping.clear()
         self._thread = threading.Thread(target=self._relay_loop, name="relays", daemon=True)
         self._thread.start()
@@ -120,8 +147,8 @@ class Actions:
         if self._thread is not None:
             self._thread.join(2.0)
             self._thread = None
-        for ctl in self.relays.values():
-            close = getattr(ctl.switch, "close", None)
+        for item in [*(ctl.switch for ctl in self.relays.values()), *(m.source for m in self.feedback.values())]:
+            close = getattr(item, "close", None)
             if close is not None:
                 close()
 
@@ -129,9 +156,12 @@ class Actions:
         speaker: dict[str, Any] = {"state": "disabled"}
         if self.queue is not None and self.player is not None:
             speaker = {**self.player.health(), **self.queue.health(), "clips": self.clips.health()}
-        relays = {rid: ctl.health() for rid, ctl in self.relays.items()}
-        parts = [speaker.get("state"), *(r.get("state") for r in relays.values())]
-        degraded = any(p == "down" for p in parts) or bool(self.problems) or bool(
+        relays: dict[str, dict[str, Any]] = {rid: dict(ctl.health()) for rid, ctl in self.relays.items()}
+        for rid, monitor in self.feedback.items():
+            relays[rid]["feedback"] = dict(monitor.health())
+        parts = [speaker.get("state"), *(r.get("state") for r in relays.values()),
+                 *(r["feedback"].get("state") for r in relays.values() if "feedback" in r)]
+        degraded = any(p in ("down", "fault") for p in parts) or bool(self.problems) or bool(
             speaker.get("clips", {}).get("problems"))
         return {
             "state": "degraded" if degraded else "ok",
@@ -211,8 +241,12 @@ class Actions:
     def strobe(self, on: bool, duration_s: float | None = None) -> None:
         self.set_relay("strobe", on, duration_s)
 
-    def set_relay(self, relay_id: str, on: bool | None, duration_s: float | None = None) -> None:
-        """Manual override: on/off for `duration_s` (None: until changed), or `on=None` for auto."""
+    def set_relay(self, relay_id: str, on: bool | None, duration_s: float | None = None) -> dict[str, Any]:
+        """Manual override: on/off for `duration_s` (None: until changed), or `on=None` for auto.
+
+        The relay's protection still holds (a rest owed after `min_off_s` delays switching on; a
+        duration beyond `max_on_s` is cut there). Returns the relay's state just after, as a bureau
+        ack reports it."""
         ctl = self.relays.get(relay_id)
         if ctl is None:
             raise ActionError(f"no relay {relay_id!r} on this box")
@@ -220,13 +254,19 @@ class Actions:
             raise ActionError("duration_s must be positive")
         ctl.override(on, duration_s)
         self._wake.set()
+        return {"relay": relay_id, **ctl.command_state()}
 
     # --- relay timing thread ---------------------------------------------------------------
+
+    def _feedback_changed(self, present: bool) -> None:
+        """A feedback input changed (gpiozero's thread): let the relay thread judge it now."""
+        self._wake.set()
 
     def _relay_loop(self) -> None:
         while not self._stopping.is_set():
             deadlines = []
-            for ctl in self.relays.values():
+            faults: list[Violation] = []
+            for rid, ctl in self.relays.items():
                 try:
                     nxt = ctl.tick()
                 except Exception:
@@ -234,6 +274,28 @@ class Actions:
                     nxt = time.monotonic() + 1.0
                 if nxt is not None:
                     deadlines.append(nxt)
+                monitor = self.feedback.get(rid)
+                if monitor is not None:
+                    try:
+                        changes, due_in = monitor.check(ctl.is_on)
+                    except Exception:
+                        log.exception("relay %s: feedback check failed", rid)
+                        changes, due_in = [], None
+                    faults.extend(changes)
+                    if due_in is not None:
+                        deadlines.append(time.monotonic() + due_in)
+            for fault in faults:  # outside every relay lock: the path may act on relays itself
+                self._report(fault)
             wait = 1.0 if not deadlines else min(1.0, max(0.0, min(deadlines) - time.monotonic()))
             self._wake.wait(wait)
             self._wake.clear()
+
+    def _report(self, fault: Violation) -> None:
+        if self.report is None:
+            return
+        try:
+            self.report(fault)
+        except Exception as exc:
+            self._errors += 1
+            self._last_error = f"reporting {fault.kind} {fault.state} of {fault.source}: {exc}"
+            log.exception("reporting the feedback fault of %s failed", fault.source)

@@ -149,6 +149,17 @@ class RelayController:
             self._off_since = now
         log.info("relay %s %s", self.name, "on" if on else "off")
 
+    def command_state(self) -> dict[str, object]:
+        """What a command's ack says: on now or not, the mode, and what the protection does to it
+        (`resting_s`: seconds of the `min_off_s` rest left before it switches on; `max_on_s`)."""
+        with self._lock:
+            now = self.clock()
+            mode = "auto" if self._override is None else ("on" if self._override.on else "off")
+            state: dict[str, object] = {"on": self._on, "mode": mode, "max_on_s": self.max_on_s}
+            if self._override is not None and self._override.on and not self._on:
+                state["resting_s"] = round(max(0.0, self._off_since + self.min_off_s - now), 1)
+            return state
+
     def health(self) -> dict[str, object]:
         with self._lock:
             mode = "auto" if self._override is None else ("on" if self._override.on else "off")

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from edge_agent.cli._common import EXIT_CONFIG, load_or_report
+from edge_agent.cli._common import EXIT_CONFIG, load_checked_or_report
 from edge_agent.config import AgentConfig
 
 NAME = "check-config"
-HELP = "validate a config file (exit 0 and a summary, or exit 2 and FILE:LINE:COL: path: reason)"
+HELP = ("validate a config file (exit 0 and a summary, or exit 2 and FILE:LINE:COL: path: reason); "
+        "warnings (FILE:LINE:COL: warning: path: reason) say what would not work")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", type=Path, help="the YAML config file")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat warnings as errors: exit 2 if there is any (for CI and the final check on site)")
 
 
 def summary(config: AgentConfig) -> list[str]:
@@ -43,10 +47,16 @@ def summary(config: AgentConfig) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_or_report(args.path)
-    if config is None:
+    loaded = load_checked_or_report(args.path)
+    if loaded is None:
         return EXIT_CONFIG
-    print(f"{args.path}: OK")
-    for line in summary(config):
+    for warning in loaded.warnings:
+        print(warning, file=sys.stderr)
+    count = len(loaded.warnings)
+    if count and args.strict:
+        print(f"{args.path}: {count} warning(s), which --strict counts as errors", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{args.path}: OK" + (f", {count} warning(s) (on stderr)" if count else ""))
+    for line in summary(loaded.config):
         print("  " + line)
     return 0

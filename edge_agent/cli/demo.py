@@ -32,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no console view")
     parser.add_argument("--hardware-only", action="store_true",
                         help="run the simulated meters, cameras and broker but not the agent (to try `doctor`)")
+    parser.add_argument("--with-console", action="store_true",
+                        help="also start the bureau's web console (edge-bureau, pip install -e '.[bureau]') on "
+                             "this demo, and print its URL and a login")
+    parser.add_argument("--console-port", type=int, default=8080, help="web console port (default 8080)")
     parser.add_argument("--log-level", default="ERROR", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log lines besides the console view (default ERROR)")
 
@@ -64,15 +68,37 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    console = None
     try:
-        site.start()
+        config = site.start()
         if not args.hardware_only:
             print(f"demo: the speaker plays into {wav}; relays are simulated GPIO pins", flush=True)
+        if args.with_console and not args.hardware_only:
+            console = start_console(args.out, config.mqtt.host, config.mqtt.port, args.console_port)
         stop.wait(args.duration if args.duration > 0 else None)
     except Exception as exc:
         logging.getLogger("edge_agent").critical("demo failed: %s", exc, exc_info=True)
         return 1
     finally:
         print("demo: stopping", flush=True)
+        if console is not None:
+            console.terminate()
+            try:
+                console.wait(10)
+            except Exception:
+                console.kill()
         site.stop()
     return 0
+
+
+def start_console(out: Path, host: str, port: int, web_port: int) -> Any:
+    """The bureau's console as a separate process: the box never imports (or needs) the bureau."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("bureau") is None or importlib.util.find_spec("uvicorn") is None:
+        print("demo: the console is not installed: pip install -e '.[bureau]'", flush=True)
+        return None
+    return subprocess.Popen([sys.executable, "-m", "bureau", "demo-console", "--mqtt", f"{host}:{port}",
+                             "--demo-out", str(out.resolve()), "--port", str(web_port)])

@@ -6,8 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from edge_agent.cli._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
-from edge_agent.doctor.checks import FAIL, PASS, Result, all_checks
+from edge_agent.cli._common import DEFAULT_CONFIG, EXIT_CONFIG, load_checked_or_report
+from edge_agent.doctor.checks import FAIL, PASS, Result, all_checks, config_results
 
 NAME = "doctor"
 HELP = "check config, meters, cameras, broker, speaker, relays, clock and disk"
@@ -20,12 +20,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.CRITICAL)
-    config = load_or_report(args.config)
-    if config is None:
+    loaded = load_checked_or_report(args.config)
+    if loaded is None:
         print(f"FAIL  config     {args.config} is not valid (lines above); fix them, then run doctor again")
         return EXIT_CONFIG
-    results: list[Result] = [Result("config", PASS, f"{args.config} is valid")]
-    print(_line(results[0]), flush=True)
+    config = loaded.config
+    results: list[Result] = config_results(args.config, loaded.warnings)
+    for result in results:
+        print(_line(result), flush=True)
     for check in all_checks():
         try:
             for result in check(config, args.actuate):

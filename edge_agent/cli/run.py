@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from edge_agent.cli._common import DEFAULT_CONFIG, EXIT_CONFIG, load_or_report
+from edge_agent.cli._common import DEFAULT_CONFIG, EXIT_CONFIG, load_checked_or_report
 from edge_agent.logsetup import setup_logging
 
 NAME = "run"
@@ -18,14 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_or_report(args.config)
-    if config is None:
+    loaded = load_checked_or_report(args.config)
+    if loaded is None:
         return EXIT_CONFIG
+    config = loaded.config
     setup_logging(config.logging)
     from edge_agent.daemon import build_agent
 
     try:
-        parts = build_agent(config)
+        parts = build_agent(config, config_warnings=loaded.warnings)  # logged at start, in the status
     except Exception as exc:
         logging.getLogger("edge_agent").critical("cannot start: %s", exc, exc_info=True)
         return 1

@@ -16,16 +16,34 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from edge_agent.security.bureau_command import FORMAT_VERSION, sign_command
+from edge_agent.config.security import KNOWN_COMMANDS
+from edge_agent.security.bureau_command import FORMAT_VERSION, args_problem, sign_command
 from edge_agent.security.canonical import CanonicalError, canonical_bytes
 from edge_agent.security.keys import KeyFileError, Signer, load_private_key
 
 NAME = "sign-command"
 HELP = "sign a bureau command with a bureau private key (output for mosquitto_pub -s)"
 
+EPILOG = """arguments of each command:
+  shout         clip=ID | text=TEXT, repeat=1..10
+  relay         relay=ID state=on|off|auto, duration_s=1..3600 (with on only); the box obeys only
+                relays in its bureau.relays_allowed (default spray, strobe) and keeps their
+                max_on_s / min_off_s protection
+  spray, strobe state=on|off|auto, duration_s=1..3600: `relay` for that relay
+  snapshot      camera=ID (optional)
+  relearn_view  camera=ID
+  ping          (none)
+
+example: edge-agent sign-command relay --key bureau.key --site S --device D \\
+           --arg relay=pump --arg state=on --arg duration_s=300 | mosquitto_pub -t TOPIC -s
+"""
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", help="shout, spray, strobe, snapshot, ping")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("name", choices=KNOWN_COMMANDS, metavar="name",
+                        help=f"the command: {', '.join(KNOWN_COMMANDS)} (arguments below)")
     parser.add_argument("--key", type=Path, required=True, help="the bureau's private key (edge-fw keys generate)")
     parser.add_argument("--site", required=True, help="target site id")
     parser.add_argument("--device", required=True, help="target device id")
@@ -70,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
             "nonce": secrets.token_hex(16),
             "args": _args(args.arg, args.args_json),
         }
+        problem = args_problem(args.name, body["args"])
+        if problem:
+            raise ValueError(f"{args.name}: {problem}")
         signed = sign_command(body, signer)
         line = canonical_bytes(signed).decode("utf-8")
     except (KeyFileError, ValueError, CanonicalError) as exc:

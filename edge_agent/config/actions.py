@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from edge_agent.config.base import Section
 from edge_agent.config.site import ID_PATTERN
@@ -59,6 +59,12 @@ DEFAULT_CLIPS: dict[str, ClipConfig] = {
         "qing3 zhu4 yi4, shi1 gong1 qu1 yu4 yang2 chen2 chao1 biao1, "
         "qing3 li4 ji2 ting2 zhi3 tu3 fang1 zuo4 ye4, pen1 lin2 jiang4 chen2.",
         repeats=3,
+    ),
+    "dust_warning": _clip(  # 扬尘预警: before the limit is crossed, the spray starts with it
+        "请注意，扬尘预警，扬尘浓度即将超标，请立即喷淋降尘，减少土方作业。",
+        "qing3 zhu4 yi4, yang2 chen2 yu4 jing3, yang2 chen2 nong2 du4 ji2 jiang1 chao1 biao1, "
+        "qing3 li4 ji2 pen1 lin2 jiang4 chen2, jian3 shao3 tu3 fang1 zuo4 ye4.",
+        repeats=1,
     ),
     "night_work": _clip(
         "请注意，夜间禁止施工，请立即停止作业。",
@@ -127,6 +133,58 @@ class SpeakerConfig(Section):
         return {**DEFAULT_CLIPS, **value}
 
 
+class RelayFeedbackConfig(Section):
+    """An input that confirms a relay's load really runs: a flow switch on the spray line, a current
+    relay on the pump, a door contact. Commanded on but no feedback within `confirm_s` is a
+    `device_fault` (source `relay:ID`), ended when the feedback comes or the relay goes off."""
+
+    pin: int | str = Field(
+        ..., description="GPIO input pin as gpiozero names it: BCM number (22) or a name ('GPIO22', 'BOARD15')."
+    )
+    pull_up: bool | None = Field(
+        True,
+        description="true: internal pull-up, the contact closes the pin to ground and closed means present "
+        "(the usual dry contact); false: internal pull-down, the contact goes to 3.3 V; null: an external "
+        "resistor, then `active_state` says which level means present.",
+    )
+    active_state: bool | None = Field(
+        None, description="Only with `pull_up: null`: true if a high level means the feedback is present."
+    )
+    confirm_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How long after switching on the feedback must be present (and how long it may be "
+        "missing while on) before it is a fault; allow for the pump to prime and the flow switch to close.",
+    )
+    watch_off: bool = Field(
+        True,
+        description="Also a fault: feedback present for `confirm_s` while the relay is off (a welded relay "
+        "contact, a pump started by hand). false for inputs that may legitimately be present then.",
+    )
+    message: str = Field(
+        "{relay}已开启，但{confirm_s}秒内未收到运行反馈，请检查设备。",
+        min_length=1,
+        max_length=500,
+        description="The fault's message when the relay is on without feedback, in Mandarin for people on site "
+        "and at the bureau; {relay} and {confirm_s} are filled in.",
+    )
+    message_off: str = Field(
+        "{relay}已关闭，但仍收到运行反馈，请检查继电器。",
+        min_length=1,
+        max_length=500,
+        description="The fault's message when the feedback is present while the relay is off (see `watch_off`).",
+    )
+
+    @model_validator(mode="after")
+    def _levels(self) -> RelayFeedbackConfig:
+        if self.pull_up is None and self.active_state is None:
+            raise ValueError("with pull_up: null give active_state (true: high means present)")
+        if self.pull_up is not None and self.active_state is not None:
+            raise ValueError("active_state goes with pull_up: null only (a pull-up or pull-down fixes it)")
+        return self
+
+
 class RelayConfig(Section):
     """One relay output (spray cannon pump, strobe) on a GPIO pin."""
 
@@ -146,6 +204,17 @@ class RelayConfig(Section):
     min_off_s: float = Field(
         0.0, ge=0, description="Shortest time the relay stays off before it may switch on again (protects pumps)."
     )
+    feedback: RelayFeedbackConfig | None = Field(
+        None,
+        description="An input confirming the load runs, e.g. {pin: 22, confirm_s: 5}; omit if there is none.",
+    )
+
+    @model_validator(mode="after")
+    def _feedback_in_time(self) -> RelayConfig:
+        if self.feedback is not None and self.feedback.confirm_s >= self.max_on_s:
+            raise ValueError(f"feedback.confirm_s ({self.feedback.confirm_s:g}) must be shorter than max_on_s "
+                             f"({self.max_on_s:g}), or a missing feedback could never be noticed")
+        return self
 
 
 Priority = Literal["early_warning", "violation", "shout"]
@@ -172,6 +241,7 @@ DEFAULT_ACTIONS: dict[str, ActionRule] = {
     "night_lmax": ActionRule(clip="noise_stop", relays=["strobe"]),
     "noise_early_warning": ActionRule(clip="noise_warning", priority="early_warning"),
     "dust_over_limit": ActionRule(clip="dust", relays=["spray", "strobe"]),
+    "dust_early_warning": ActionRule(clip="dust_warning", relays=["spray"], priority="early_warning"),
     "night_work": ActionRule(clip="night_work", relays=["strobe"]),
     "black_smoke": ActionRule(clip="black_smoke", relays=["strobe"]),
     "bare_soil": ActionRule(clip="bare_soil", relays=["strobe"]),
@@ -190,7 +260,8 @@ ActionRules = Annotated[dict[str, ActionRule], AfterValidator(_merge_rules)]
 
 
 def check_references(speaker: SpeakerConfig, relays: Relays, rules: ActionRules) -> list[str]:
-    """Cross-section problems (a rule naming an unknown clip, duplicate relay ids or pins).
+    """Cross-section problems (a rule naming an unknown clip, duplicate relay ids or pins, feedback
+    inputs included).
 
     Unknown relay ids are not listed: the default rules name `spray` and `strobe`, and a box
     without a spray cannon simply has no `spray` relay.
@@ -204,8 +275,10 @@ def check_references(speaker: SpeakerConfig, relays: Relays, rules: ActionRules)
     for relay in relays:
         if relay.id in seen_ids:
             problems.append(f"relays: relay id {relay.id!r} is used twice")
-        if str(relay.pin) in seen_pins:
-            problems.append(f"relays: pin {relay.pin!r} is used twice")
+        pins = [relay.pin] + ([relay.feedback.pin] if relay.feedback is not None else [])
+        for pin in pins:
+            if str(pin) in seen_pins:
+                problems.append(f"relays: pin {pin!r} is used twice")
+            seen_pins.add(str(pin))
         seen_ids.add(relay.id)
-        seen_pins.add(str(relay.pin))
     return problems

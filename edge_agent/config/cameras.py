@@ -104,8 +104,21 @@ class CameraConfig(Section):
         description="Frames per second handed to detectors. At or below the camera's keyframe rate only "
         "keyframes are decoded (set the camera's I-frame interval to its frame rate: one keyframe a second).",
     )
+    keyframe_interval_s: float | None = Field(
+        None, gt=0, le=60,
+        description="Seconds between the camera's keyframes (its I-frame interval, or GOP, divided by its frame "
+        "rate: GOP 25 at 25 fps = 1 s), as set in the camera's web page, of the stream analysis decodes (the "
+        "sub-stream when sub_url is set). Optional: the box measures it from the stream; stated here, "
+        "`check-config` warns when analysis_fps asks for more frames than keyframes, which costs decoding "
+        "the frames between them.",
+    )
     clip_pre_s: float = Field(10.0, ge=0, le=60, description="Seconds of video before an event in its clip.")
     clip_post_s: float = Field(10.0, ge=0, le=60, description="Seconds of video after an event in its clip.")
+    pose: str = Field(
+        "", max_length=200,
+        description="Where the camera is and what it looks at, for the bureau's map and every evidence bundle, "
+        "e.g. 'east hoarding, facing the exit, 12 m up' ('东侧围挡，朝向出入口，高12米').",
+    )
     osd_text: str = Field(
         "", max_length=64, description="Extra watermark line on snapshots, e.g. the camera's place ('1号塔吊 南侧')."
     )

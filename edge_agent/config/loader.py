@@ -20,35 +20,59 @@ import typing
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, RootModel, ValidationError
 
 from detectors.registry import unknown_message
-from edge_agent.config.checks import cross_check
+from edge_agent.config.checks import Finding, Severity, cross_check
 from edge_agent.config.detectors import DetectorsConfig
 from edge_agent.config.root import AgentConfig
 
 Loc = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
 
 # Limits, each far above a real config and each keeping the worst file well under a second on a
 # PC (PyYAML's pure-Python scanner reads about 1 MB/s; a Pi is several times slower).
-MAX_FILE_BYTES = 256 * 1024  # config/example.yaml is 5 kB
+MAX_FILE_BYTES = 256 * 1024  # config/example.yaml, every section commented, is 11 kB
 MAX_DEPTH = 64  # a real config nests about 6 deep
-MAX_VALUES = 10_000  # values after expanding every alias; config/example.yaml has about 200
+MAX_VALUES = 10_000  # values after expanding every alias; config/example.yaml has about 250
 
 
 @dataclass(frozen=True)
 class Problem:
+    """One line for the technician: an error, or a warning (valid, but something will not work).
+
+    Printed as `FILE:LINE:COL: dotted.path: reason`, a warning as `FILE:LINE:COL: warning:
+    dotted.path: reason` (the form compilers use, which editors jump to). No file means the
+    config did not come from one (the demo's, a test's): then only path and reason.
+    """
+
     file: str
     line: int
     col: int
     path: str
     reason: str
+    severity: Severity = "error"
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}: {_printable(self.path)}: {_printable(self.reason)}"
+        mark = "warning: " if self.severity == "warning" else ""
+        where = f"{self.file}:{self.line}:{self.col}: " if self.file else ""
+        return f"{where}{mark}{_printable(self.path)}: {_printable(self.reason)}"
+
+    def as_json(self) -> dict[str, Any]:
+        """For the retained status: the key, the reason, and its line in the file when known."""
+        where = {"line": self.line, "col": self.col} if self.file and self.line else {}
+        return {"path": self.path, "reason": self.reason, **where}
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A valid config and the warnings about it (each with its line)."""
+
+    config: AgentConfig
+    warnings: list[Problem]
 
 
 class ConfigError(Exception):
@@ -223,6 +247,15 @@ def _position(loc: Loc, positions: dict[Loc, tuple[int, int]]) -> tuple[int, int
     return (1, 1)
 
 
+def _locate(finding: Finding, positions: dict[Loc, tuple[int, int]]) -> tuple[int, int]:
+    """The finding's key if written; else the first of its alternatives that is; else the nearest
+    written ancestor of the key (a default is about the section that would hold it)."""
+    for loc in (finding.loc, *finding.also):
+        if loc in positions:
+            return positions[loc]
+    return _position(finding.loc, positions)
+
+
 def _model_at(model: type[BaseModel], loc: Loc) -> type[BaseModel] | None:
     """Walk the model classes along a path, to list the keys valid at that point.
 
@@ -295,10 +328,10 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
-def _reason(err: dict[str, Any], loc: Loc) -> str:
+def _reason(err: dict[str, Any], loc: Loc, root: type[BaseModel] = AgentConfig) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        parent = _model_at(AgentConfig, loc[:-1])
+        parent = _model_at(root, loc[:-1])
         key = str(loc[-1])
         hint = ""
         if parent is not None:
@@ -383,6 +416,17 @@ def _parse(name: str, text: str) -> tuple[Any, dict[Loc, tuple[int, int]], list[
 
 def load_config(path: str | Path) -> AgentConfig:
     """Parse and validate; raises ConfigError listing every problem with its line."""
+    return load_checked(path).config
+
+
+def config_warnings(config: AgentConfig) -> list[Problem]:
+    """The warnings about a config that did not come from a file (no lines: line 0)."""
+    return [Problem("", 0, 0, _dotted(f.loc), f.reason, f.severity) for f in cross_check(config) if f.is_warning]
+
+
+def load_model(path: str | Path, model: type[M]) -> tuple[M, dict[Loc, tuple[int, int]]]:
+    """Any config model from a YAML file, with the same bounds and `FILE:LINE:COL: path: reason` errors
+    (the agent's config, and the bureau's): the model and the position of every key."""
     path = Path(path)
     name = str(path)
     text = _read(path, name)
@@ -392,7 +436,7 @@ def load_config(path: str | Path) -> AgentConfig:
     if not isinstance(data, dict):
         raise ConfigError([Problem(name, 1, 1, "(root)", "the file must be a mapping of sections")])
     try:
-        config = AgentConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as exc:
         for err in exc.errors():
             loc: Loc = tuple(err["loc"])
@@ -400,13 +444,26 @@ def load_config(path: str | Path) -> AgentConfig:
             if err["type"] == "union_tag_invalid":
                 where = (*where, "type")  # the tag's own line, where it was written
             line, col = _position(where, positions)
-            problems.append(Problem(name, line, col, _dotted(where), _reason(dict(err), loc)))
+            problems.append(Problem(name, line, col, _dotted(where), _reason(dict(err), loc, model)))
         problems.sort(key=lambda p: (p.line, p.col))
         raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config, positions
+
+
+def load_checked(path: str | Path) -> Loaded:
+    """Parse and validate; the config and its warnings, or ConfigError listing every error with its line."""
+    config, positions = load_model(path, AgentConfig)
+    name = str(path)
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
     for finding in cross_check(config):
-        line, col = _position(finding.loc, positions)
-        problems.append(Problem(name, line, col, _dotted(finding.loc), finding.reason))
+        line, col = _locate(finding, positions)
+        problem = Problem(name, line, col, _dotted(finding.loc), finding.reason, finding.severity)
+        (warnings if finding.is_warning else problems).append(problem)
     if problems:
         problems.sort(key=lambda p: (p.line, p.col))
         raise ConfigError(problems)
-    return config
+    warnings.sort(key=lambda p: (p.line, p.col))
+    return Loaded(config, warnings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from edge_agent.config.actions import ActionRules, Relays, SpeakerConfig
@@ -53,3 +55,25 @@ class AgentConfig(Section):
     detectors: DetectorsConfig = Field(
         default_factory=DetectorsConfig, description="Video detectors: model overrides, threads, thresholds."
     )
+
+    def place(self) -> dict[str, Any]:
+        """Where the box and its cameras are, as the retained status and every evidence manifest carry it
+        (一工地一码 / 一张图: the site id is the code, this puts it on the bureau's map)."""
+        return {
+            "location": {"name": self.site.name, **self.site.location.as_json()},
+            "cameras": [{"id": cam.id, "pose": cam.pose} for cam in self.cameras if cam.enabled],
+        }
+
+    def limits(self) -> dict[str, Any]:
+        """The limits this box judges by, as its status carries them: the bureau draws its charts'
+        limit lines from what the box really applies, not from a copy of its own."""
+        r = self.rules
+        night = [{"start": w.start, "end": w.end} for w in self.schedule.night]
+        return {
+            "noise": {"quantity": r.noise.quantity, "window_s": r.noise.window_s,
+                      "day_db": r.noise.day_limit_db + r.noise.indoor_offset_db,
+                      "night_db": r.noise.night_limit_db + r.noise.indoor_offset_db,
+                      "night_lmax_excess_db": r.night_lmax.excess_db, "night": night},
+            "dust": {"quantity": r.dust.quantity, "window_s": r.dust.window_s, "limit": r.dust.limit,
+                     "unit": r.dust.unit, "enabled": r.dust.enabled},
+        }

@@ -41,7 +41,8 @@ class TimeWindow(Section):
         return local >= start or local < end
 
 
-PERMIT_ALLOWS = ("night_work", "noise_over_limit", "night_lmax", "noise_early_warning", "dust_over_limit")
+PERMIT_ALLOWS = ("night_work", "noise_over_limit", "night_lmax", "noise_early_warning", "dust_over_limit",
+                 "dust_early_warning")
 
 
 class Permit(Section):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from edge_agent.config.base import Section
+from edge_agent.config.site import ID_PATTERN
 
-KNOWN_COMMANDS = ("shout", "spray", "strobe", "snapshot", "relearn_view", "ping")
+KNOWN_COMMANDS = ("shout", "relay", "spray", "strobe", "snapshot", "relearn_view", "ping")
+# Commands that switch one relay: `relay` names it in its arguments, the others are aliases.
+RELAY_ALIASES = {"spray": "spray", "strobe": "strobe"}
 
 
 class TrustedKey(Section):
@@ -42,6 +46,12 @@ class BureauConfig(Section):
     commands: list[str] = Field(
         default_factory=lambda: list(KNOWN_COMMANDS),
         description="Commands the bureau may send; any other name is refused as unknown.",
+    )
+    relays_allowed: list[Annotated[str, StringConstraints(pattern=ID_PATTERN)]] = Field(
+        default_factory=lambda: ["spray", "strobe"],
+        description="Relay ids (see `relays`) the bureau may switch with the `relay` command or its aliases "
+        "`spray` and `strobe`; any other relay is refused with `relay_not_allowed`. The relays' "
+        "max_on_s / min_off_s protection applies to bureau commands too.",
     )
     max_command_lifetime_s: int = Field(
         300, ge=1, le=3600,

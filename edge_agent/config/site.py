@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 from pydantic import Field, field_validator
 
 from edge_agent.config.base import Section, check_timezone
@@ -10,9 +12,22 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class Location(Section):
-    latitude: float | None = Field(None, ge=-90, le=90, description="WGS-84 latitude in degrees.")
-    longitude: float | None = Field(None, ge=-180, le=180, description="WGS-84 longitude in degrees.")
+    """Where the site is: in the retained status and every evidence manifest, so the bureau's city map
+    (一张图) can place the site and its cameras."""
+
+    latitude: float | None = Field(None, ge=-90, le=90, description="Latitude in degrees, in `datum`.")
+    longitude: float | None = Field(None, ge=-180, le=180, description="Longitude in degrees, in `datum`.")
+    datum: Literal["WGS-84", "GCJ-02", "BD-09"] = Field(
+        "WGS-84",
+        description="Coordinate system of latitude/longitude: WGS-84 (GPS, the default), GCJ-02 (Amap/Gaode and "
+        "Tencent maps, the datum of maps published in China) or BD-09 (Baidu maps). A point copied from a "
+        "Chinese web map is GCJ-02 or BD-09 and lies some hundred metres off its WGS-84 position: say which.",
+    )
     address: str = Field("", description="Street address, as the bureau lists the site.")
+
+    def as_json(self) -> dict[str, Any]:
+        return {"latitude": self.latitude, "longitude": self.longitude, "datum": self.datum,
+                "address": self.address}
 
 
 class SiteConfig(Section):

@@ -40,6 +40,7 @@ class DemoCamera:
     zones: dict[str, list[list[float]]]
     frames: Callable[[], Iterator[np.ndarray]]
     tamper: dict[str, float] | None = None  # overrides of the tamper defaults (none needed now)
+    pose: str = ""  # where it "hangs", for the status and the manifests (the bureau's map)
 
 
 def cameras() -> list[DemoCamera]:
@@ -69,10 +70,11 @@ def cameras() -> list[DemoCamera]:
             yield exit_.frame(t, spray=22 < t < 40, i=i)
 
     return [
-        DemoCamera("cam-smoke", ("black_smoke",), {}, smoke_frames),
-        DemoCamera("cam-yard", ("bare_soil",), {"stockpile": [list(p) for p in yard.zone]}, yard_frames),
+        DemoCamera("cam-smoke", ("black_smoke",), {}, smoke_frames, pose="crane 1 jib, facing the machine yard"),
+        DemoCamera("cam-yard", ("bare_soil",), {"stockpile": [list(p) for p in yard.zone]}, yard_frames,
+                   pose="crane 1 jib, looking down on the stockpile"),
         DemoCamera("cam-exit", ("washing", "site_activity"), {"wash_bay": [list(p) for p in exit_.wash_bay]},
-                   exit_frames),
+                   exit_frames, pose="east hoarding, facing the exit road from the side"),
     ]
 
 

@@ -18,9 +18,24 @@ from edge_agent.daemon import Parts, build_agent
 from edge_agent.demo.broker import EmbeddedBroker
 from edge_agent.demo.console import ConsoleView
 from edge_agent.demo.hardware import SimulatedBus
-from edge_agent.demo.scenes import RtspFeed, prepare, rtsp_available
+from edge_agent.demo.scenes import DemoCamera, RtspFeed, prepare, rtsp_available
 
 log = logging.getLogger(__name__)
+
+
+def dump_config(config: AgentConfig) -> str:
+    """The demo's whole config as the YAML it writes to OUT/config.yaml (for `doctor`, `check-config`)."""
+    return yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False)
+
+
+def camera_entry(cam: DemoCamera, url: str) -> dict[str, Any]:
+    """The `cameras:` entry of one demo camera served at `url` (its videos have a keyframe a second)."""
+    entry: dict[str, Any] = {"id": cam.id, "pose": cam.pose, "url": url, "analysis_fps": 1,
+                             "keyframe_interval_s": 1, "clip_pre_s": 5, "clip_post_s": 5, "zones": cam.zones,
+                             "detectors": list(cam.detectors)}
+    if cam.tamper:
+        entry["tamper"] = cam.tamper
+    return entry
 
 
 class DemoSite:
@@ -70,9 +85,7 @@ class DemoSite:
         }
         self._start_cameras()
         config = self.build_config(host, port)
-        (self.out_dir / "config.yaml").write_text(
-            yaml.safe_dump(config.model_dump(mode="json", exclude_none=True), allow_unicode=True, sort_keys=False),
-            encoding="utf-8")
+        (self.out_dir / "config.yaml").write_text(dump_config(config), encoding="utf-8")
         if self.hardware_only:
             # The site without its box: practise `doctor` and `edge-fw` against simulated hardware.
             print(f"demo: simulated hardware only (no agent); its config is {self.out_dir / 'config.yaml'}\n"
@@ -118,11 +131,7 @@ class DemoSite:
         for cam, video in prepare(cache):
             feed = RtspFeed(video, free_port()).start()
             self.feeds.append(feed)
-            entry: dict[str, Any] = {"id": cam.id, "url": feed.url, "analysis_fps": 1, "clip_pre_s": 5,
-                                     "clip_post_s": 5, "zones": cam.zones, "detectors": list(cam.detectors)}
-            if cam.tamper:
-                entry["tamper"] = cam.tamper
-            self.camera_entries.append(entry)
+            self.camera_entries.append(camera_entry(cam, feed.url))
 
     def stop(self) -> None:
         if self._stopped.is_set():

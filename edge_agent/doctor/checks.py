@@ -6,12 +6,12 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.clock import clock_synchronized
-from edge_agent.config import AgentConfig
+from edge_agent.config import AgentConfig, Problem
 from edge_agent.uplink.mqtt import probe
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
@@ -26,6 +26,16 @@ class Result:
 
 
 CheckFn = Callable[[AgentConfig, bool], Iterator[Result]]
+
+
+def config_results(path: Path, warnings: Sequence[Problem]) -> list[Result]:
+    """The config's own line, then one WARN per warning (valid, but something will not work)."""
+    if not warnings:
+        return [Result("config", PASS, f"{path} is valid")]
+    out = [Result("config", PASS, f"{path} is valid, with {len(warnings)} warning(s) below")]
+    for w in warnings:
+        out.append(Result("config", WARN, f"line {w.line}: {w.path}: {w.reason}"))  # the reason says the fix
+    return out
 
 
 def check_data_dir(config: AgentConfig, actuate: bool) -> Iterator[Result]:

@@ -5,6 +5,9 @@ A bundle is a directory `ROOT/<id>/` holding its files and `manifest.json`:
     {"format": "edge-agent-evidence/1", "id": "00000042-20261123T040000Z-a1b2", "seq": 42,
      "site": "...", "device": "...", "created": "2026-11-23T04:00:00.000+00:00",
      "clock_synchronized": true, "violation": {...} | null, "subject": {...},
+     "location": {"name": "...", "latitude": 22.53, "longitude": 113.93, "datum": "WGS-84",
+                  "address": "..."},
+     "cameras": [{"id": "cam-exit", "pose": "east hoarding, facing the exit, 12 m up"}],
      "files": [{"name": "readings.json", "sha256": "<hex>", "size": 1234,
                 "media_type": "application/json"}],
      "prev_hash": "<hex: hash of bundle 41; 64 zeros for the first>",
@@ -12,7 +15,9 @@ A bundle is a directory `ROOT/<id>/` holding its files and `manifest.json`:
 
 `manifest.json` holds exactly the canonical form (RFC 8785, `security/canonical.py`) of
 that object; the signature is Ed25519 by the device key over the canonical form without
-`signature`; a bundle's hash is SHA-256 of the whole manifest file. `ROOT/chain-head.json`
+`signature`; a bundle's hash is SHA-256 of the whole manifest file. `location` and
+`cameras` say where the site and its cameras are, for the bureau's map (a store made
+without a config leaves them out). `ROOT/chain-head.json`
 remembers the newest bundle so the chain continues across restarts (and a deleted newest
 bundle is noticed). Bundles are written to a temporary directory and renamed into place,
 so a crash leaves either a whole bundle or none.
@@ -126,8 +131,10 @@ class EvidenceStore:
     def __init__(self, root: Path, signer: Signer, site: str, device: str, *,
                  now: Callable[[], datetime] = utc_now,
                  clock_sync: Callable[[], bool | None] = clock_synchronized,
-                 clock_steps: Callable[[], list[dict[str, Any]]] | None = None):
+                 clock_steps: Callable[[], list[dict[str, Any]]] | None = None,
+                 place: Mapping[str, Any] | None = None):
         self.root = root
+        self.place = dict(place or {})  # AgentConfig.place(): location and cameras, in every manifest
         self.clock_steps = clock_steps
         self.signer = signer
         self.site = site
@@ -189,6 +196,7 @@ class EvidenceStore:
                 "created": iso(created), "clock_synchronized": self.clock_sync(),
                 **({"clock_steps": steps} if (steps := self._steps()) else {}),
                 "violation": violation_json(violation) if violation else None,
+                **_finite(self.place),
                 "subject": _finite(dict(subject or {})), "files": entries, "prev_hash": self._head.hash,
                 "key_id": self.signer.key_id, "public_key": self.signer.public_b64,
             }
@@ -325,4 +333,4 @@ def open_store(config: AgentConfig, *, now: Callable[[], datetime] = utc_now,
     data_dir = Path(config.storage.data_dir)
     key_path = config.evidence.device_key or data_dir / "keys" / "device.key"
     return EvidenceStore(data_dir / "evidence", device_signer(Path(key_path)), config.site.id, config.device.id,
-                         now=now, clock_sync=clock_sync, clock_steps=clock_steps)
+                         now=now, clock_sync=clock_sync, clock_steps=clock_steps, place=config.place())

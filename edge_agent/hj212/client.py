@@ -7,6 +7,13 @@
   or, with `request_ack: false`, once written to the socket. Oldest first.
 - Platform requests are answered as HJ 212-2017 wants: 9011 (request answer), the data,
   9012 (execution result); 9013 for notifications.
+- Requests for past minute/hour/day data (2051/2061/2031 with BeginTime/EndTime, in the
+  platform's time zone) are answered from the on-site archive (edge_agent/archive.py): one
+  packet per archived block whose DataTime is in the range (split with PNUM/PNO if long),
+  then 9012 ExeRtn=1, or ExeRtn=100 (no data) when the range holds none. Without an archive
+  they are refused (QnRtn=2). Minute records are rebuilt from the minute telemetry rows
+  (those holding the closed minute block, i.e. telemetry.interval_s 60, the default), hour
+  and day records from the archive's `block` rows; values are as archived (3 decimals).
 - Connection refused, a platform that never answers, garbage and half-packets: logged, the
   connection remade with exponential back-off and jitter; the backlog stays on disk.
 
@@ -23,7 +30,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,9 +38,11 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.types import Reading
+from edge_agent.archive import BLOCK, TELEMETRY, Archive
 from edge_agent.clock import utc_now
 from edge_agent.config.hj212 import Hj212Config
 from edge_agent.hj212.codec import (
+    MAX_SEGMENT,
     CpItem,
     DecodeError,
     EncodeError,
@@ -55,7 +64,7 @@ Now = Callable[[], datetime]  # the agent clock's wall time
 
 # HJ 212-2017 answer codes.
 QN_READY, QN_REFUSED, QN_BAD_PW, QN_BAD_MN, QN_BAD_CRC = "1", "2", "3", "4", "9"
-EXE_OK, EXE_BAD_REQUEST = "1", "3"
+EXE_OK, EXE_FAILED, EXE_BAD_REQUEST, EXE_NO_DATA = "1", "2", "3", "100"
 RTD_INTERVAL_RANGE = (30, 3600)  # what a platform may set with CN 1062 (seconds); UNCONFIRMED
 _POLL_S = 0.2  # longest sleep of the connection loop: new outbox rows leave within this
 
@@ -81,10 +90,13 @@ class Hj212Uplink:
     """HJ 212 client. Feed it `on_reading` and `on_period`; it does the rest on its thread."""
 
     name = "hj212"
+    max_segment = MAX_SEGMENT  # longest data segment sent whole; longer ones are split (PNUM/PNO)
 
-    def __init__(self, config: Hj212Config, data_dir: Path, clock: Now = utc_now, *, fsync: bool = True):
+    def __init__(self, config: Hj212Config, data_dir: Path, clock: Now = utc_now, *, fsync: bool = True,
+                 archive: Archive | None = None):
         self.cfg = config
         self._clock = clock
+        self._archive = archive  # read only: past data for the platform's 2051/2061/2031 requests
         self._pw = config.password()
         self._opts = MappingOptions(
             dust_unit=config.dust_unit,
@@ -117,6 +129,8 @@ class Hj212Uplink:
         self._decode_errors: dict[str, int] = {}
         self._last_error: str | None = None
         self._last_ack: datetime | None = None
+        self._past_requests = 0
+        self._past_records = 0
 
     # --- producers (any thread) -------------------------------------------------------------
 
@@ -142,14 +156,17 @@ class Hj212Uplink:
             cn = self._period_cn(period_s)
             if cn is None:
                 return None
-            label = end - timedelta(seconds=period_s) if self.cfg.data_time_label == "start" else end
-            cp = period_cp(measures, period_s, label, self._opts)
+            cp = period_cp(measures, period_s, self._label(period_s, end), self._opts)
             if not cp:
                 return None
             return self._store(cn, cp)
         except Exception:
             log.exception("hj212: could not store the %d s record ending %s", period_s, end)
             return None
+
+    def _label(self, period_s: int, end: datetime) -> datetime:
+        """DataTime of the block [end - period, end): its start or its end, as configured."""
+        return end - timedelta(seconds=period_s) if self.cfg.data_time_label == "start" else end
 
     def _period_cn(self, period_s: int) -> str | None:
         if period_s == 3600:
@@ -163,7 +180,7 @@ class Hj212Uplink:
     def _store(self, cn: str, cp: tuple[CpItem, ...]) -> str:
         qn = self._new_qn()
         packet = self._packet(cn, cp, qn=qn, ack=self.cfg.request_ack)
-        payload = b"".join(encode_split(packet))
+        payload = b"".join(encode_split(packet, self.max_segment))
         self.outbox.put(f"{cn}/{qn}", payload, kind="telemetry")
         return qn
 
@@ -234,6 +251,7 @@ class Hj212Uplink:
             "realtime": rtd_on,
             "rtd_interval_s": rtd_interval,
             "clock_offset_s": offset.total_seconds(),
+            "past_data": {"requests": self._past_requests, "records_sent": self._past_records},
         }
 
     def _dropped(self) -> dict[str, int]:
@@ -408,7 +426,7 @@ class Hj212Uplink:
                 *, st: str | None = None) -> None:
         packet = Packet(qn=req.qn, st=st or self.cfg.reply_st, cn=cn, pw=self._pw, mn=self.cfg.mn,
                         flag=make_flag(ack=False), cp=cp)
-        for part in encode_split(packet):
+        for part in encode_split(packet, self.max_segment):
             self._send(sock, part, cn, healthy)
 
     def _get_time(self, sock: socket.socket, req: Packet, healthy: bool) -> None:
@@ -476,6 +494,73 @@ class Hj212Uplink:
         if req.ack_wanted:
             self._answer(sock, req, "9013", (), healthy)
 
+    def _past_data(self, sock: socket.socket, req: Packet, healthy: bool) -> None:
+        """2051/2061/2031 with BeginTime/EndTime: 9011, one packet per archived record, 9012."""
+        self._past_requests += 1
+        if self._archive is None:
+            log.warning("hj212: platform asked for past data (CN %s); no archive to answer from", req.cn)
+            self._answer(sock, req, "9011", ((("QnRtn", QN_REFUSED),),), healthy)
+            return
+        self._answer(sock, req, "9011", ((("QnRtn", QN_READY),),), healthy)
+        begin, end = self._platform_time(req.get("BeginTime")), self._platform_time(req.get("EndTime"))
+        if begin is None or end is None or begin > end:
+            log.warning("hj212: past-data request CN %s with BeginTime=%s EndTime=%s: not a time range",
+                        req.cn, req.get("BeginTime"), req.get("EndTime"))
+            self._answer(sock, req, "9012", ((("ExeRtn", EXE_BAD_REQUEST),),), healthy)
+            return
+        period_s = {"2051": self.cfg.minute_interval_min * 60, "2061": 3600, "2031": 86400}[req.cn]
+        sent = 0
+        try:
+            for cp in self._archived_records(period_s, begin, end):
+                self._answer(sock, req, req.cn, cp, healthy, st=self.cfg.st)
+                sent += 1
+        except sqlite3.Error as exc:
+            log.error("hj212: cannot read the archive for past data CN %s: %s", req.cn, exc)
+            self._past_records += sent
+            self._answer(sock, req, "9012", ((("ExeRtn", EXE_FAILED),),), healthy)
+            return
+        self._past_records += sent
+        log.info("hj212: past data CN %s %s..%s: %d record(s) sent", req.cn, req.get("BeginTime"),
+                 req.get("EndTime"), sent)
+        self._answer(sock, req, "9012", ((("ExeRtn", EXE_OK if sent else EXE_NO_DATA),),), healthy)
+
+    def _platform_time(self, text: str | None) -> datetime | None:
+        try:
+            return datetime.strptime(text or "", "%Y%m%d%H%M%S").replace(tzinfo=self._tz)
+        except ValueError:
+            return None
+
+    def _archived_records(self, period_s: int, begin: datetime, end: datetime) -> Iterator[tuple[CpItem, ...]]:
+        """CP of each archived block whose DataTime is in [begin, end], oldest first. Read a
+        day at a time, so that a long range does not sit in memory at once."""
+        assert self._archive is not None
+        shift = self._label(period_s, end) - end  # a block's DataTime minus its end: -period, or 0
+        lo, hi = begin - shift, end - shift + timedelta(seconds=1)  # the ends of blocks labelled in range
+        t = lo
+        while t < hi:
+            stop = min(t + timedelta(days=1), hi)
+            for block_end, measures in self._archived_blocks(period_s, t, stop):
+                label = self._label(period_s, block_end)
+                if begin <= label <= end:
+                    cp = period_cp(measures, period_s, label, self._opts)
+                    if cp:
+                        yield cp
+            t = stop
+
+    def _archived_blocks(self, period_s: int, start: datetime,
+                         stop: datetime) -> Iterator[tuple[datetime, list[Measure]]]:
+        """(end, figures) of the archived blocks of `period_s` ending in [start, stop): minute
+        blocks from the minute telemetry, hour and day blocks from the `block` rows."""
+        assert self._archive is not None
+        if period_s < 3600:
+            for when, body in self._archive.entries(TELEMETRY, start, stop):
+                if body.get("figures") == "block":  # rolling figures are not the block's
+                    yield when, _measures(body.get("measures"))
+        else:
+            for when, body in self._archive.entries(BLOCK, start, stop):
+                if body.get("period_s") == period_s:
+                    yield when, _measures(body.get("measures"))
+
     # --- packets ----------------------------------------------------------------------------
 
     def _now(self) -> datetime:
@@ -502,8 +587,24 @@ class Hj212Uplink:
         cp = realtime_cp(fresh, now, self._opts)
         if not cp:
             return
-        for part in encode_split(self._packet("2011", cp, qn=self._new_qn(), ack=False)):
+        for part in encode_split(self._packet("2011", cp, qn=self._new_qn(), ack=False), self.max_segment):
             self._send(sock, part, "2011", healthy)
+
+
+def _measures(items: object) -> list[Measure]:
+    """Measures back from their archived JSON (`Measure.to_json`); what cannot be read is skipped."""
+    out: list[Measure] = []
+    for d in items if isinstance(items, list) else []:
+        try:
+            value = d["value"]
+            out.append(Measure(
+                sensor_id=str(d["sensor"]), quantity=str(d["quantity"]), window_s=int(d["window_s"]),
+                figure=str(d["figure"]), value=None if value is None else float(value), unit=str(d["unit"]),
+                end=datetime.fromisoformat(d["end"]), samples=int(d["samples"]),
+                invalid=int(d.get("invalid", 0)), valid=bool(d.get("valid", True))))
+        except (KeyError, TypeError, ValueError):
+            log.warning("hj212: archived figure not readable, skipped: %.200r", d)
+    return out
 
 
 _HANDLERS: dict[str, Callable[[Hj212Uplink, socket.socket, Packet, bool], None]] = {
@@ -515,4 +616,7 @@ _HANDLERS: dict[str, Callable[[Hj212Uplink, socket.socket, Packet, bool], None]]
     "1064": Hj212Uplink._set_interval,
     "2011": Hj212Uplink._start_realtime,
     "2012": Hj212Uplink._stop_realtime,
+    "2051": Hj212Uplink._past_data,
+    "2061": Hj212Uplink._past_data,
+    "2031": Hj212Uplink._past_data,
 }

@@ -7,6 +7,14 @@ separates data items and `,` separates the fields of one item (e.g. a value and 
 
 Decoding never raises anything but `DecodeError`, whose `kind` tells a technician what was
 wrong: a bad CRC and a bad length are told apart from other garbage.
+
+Two decoding modes. Strict (the default; what the box applies to itself and to its platform)
+refuses any packet that does not follow HJ 212-2017 to the letter. Tolerant (the reference
+platform's default, `strict=False`) takes every packet whose framing, length and CRC are
+right, decodes what it can and records each deviation as a `DecodeWarning` on the packet:
+a 13-digit millisecond-epoch QN (converted to the 17-digit form), a 3-digit ST, a missing
+or malformed CP, unknown header fields (kept in `Packet.extra`), text that is not UTF-8.
+A bad CRC or a bad length is refused in both modes.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import Enum
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 # Flag bits `V5..V0 D A` (HJ 212-2017 §6.3.3): A = answer wanted, D = packet is split.
 FLAG_ACK = 0x01
@@ -26,6 +36,25 @@ _MAX_LENGTH_FIELD = 9999  # what four decimal digits can say
 _OVERHEAD = 2 + 4 + 4 + 2  # "##", length, CRC, CRLF
 
 DecodeKind = Literal["bad_header", "bad_length", "bad_crc", "malformed", "garbage", "too_long"]
+# What tolerant decoding let pass, one code per kind of deviation (see DecodeWarning).
+WarningCode = Literal[
+    "qn_epoch_ms",  # QN was a 13-digit millisecond epoch; converted to YYYYMMDDhhmmsszzz
+    "qn_format",  # QN neither 17 digits nor an epoch; kept as sent
+    "st_3_digits",  # ST of 3 digits (HJ 212-2017 says 2); kept as sent
+    "st_format",  # ST not 2 or 3 digits; kept as sent
+    "cn_format",  # CN not 4 digits; kept as sent
+    "cp_missing",  # no CP=&&...&& at all: no data
+    "cp_malformed",  # CP not enclosed in &&...&&, or fields that are not key=value (skipped)
+    "header_unknown",  # a header field HJ 212-2017 does not define; kept in Packet.extra
+    "header_case",  # a header field name in the wrong case (e.g. FLAG=); taken
+    "header_missing",  # ST, CN, PW or MN missing; empty
+    "header_duplicate",  # a header field twice; the first is kept
+    "header_syntax",  # a header token without '=', an empty token, no ';' before CP
+    "flag_format",  # Flag not a number of one byte; ignored
+    "split_format",  # PNUM/PNO alone, not numbers, or PNO outside 1..PNUM; ignored
+    "not_utf8",  # data segment not UTF-8: read as GB18030 (GBK), or with replacement characters
+]
+DEFAULT_TZ = "Asia/Shanghai"  # the time zone a millisecond-epoch QN is converted into
 
 
 class DecodeError(Exception):
@@ -35,6 +64,18 @@ class DecodeError(Exception):
         super().__init__(f"{kind}: {detail}")
         self.kind: DecodeKind = kind
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class DecodeWarning:
+    """One deviation from HJ 212-2017 that tolerant decoding let pass: a code a program can
+    count, and a text a technician can read."""
+
+    code: WarningCode
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.text}"
 
 
 class EncodeError(ValueError):
@@ -88,6 +129,20 @@ class Packet:
     pnum: int | None = None
     pno: int | None = None
     cp: tuple[CpItem, ...] = field(default=())
+    # Only from tolerant decoding (never encoded): the QN as sent when `qn` is a conversion
+    # of it, header fields HJ 212 does not define, and what deviated from the standard.
+    qn_sent: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[DecodeWarning, ...] = ()
+
+    @property
+    def wire_qn(self) -> str | None:
+        """The QN as the sender wrote it: what an answer must echo for the sender to match it."""
+        return self.qn_sent if self.qn_sent is not None else self.qn
+
+    @property
+    def warning_codes(self) -> tuple[str, ...]:
+        return tuple(w.code for w in self.warnings)
 
     @property
     def ack_wanted(self) -> bool:
@@ -119,7 +174,9 @@ def cp_items(pairs: Iterable[Iterable[tuple[str, str]]]) -> tuple[CpItem, ...]:
 
 _HEADER_KEYS = ("QN", "ST", "CN", "PW", "MN", "Flag", "PNUM", "PNO")
 _RE_QN = re.compile(r"\d{17}")
+_RE_QN_EPOCH_MS = re.compile(r"\d{13}")
 _RE_ST = re.compile(r"\d{2}")
+_RE_ST3 = re.compile(r"\d{3}")
 _RE_CN = re.compile(r"\d{4}")
 _RE_INT = re.compile(r"\d{1,4}")
 _RE_HEX4 = re.compile(rb"[0-9A-Fa-f]{4}")
@@ -134,11 +191,15 @@ def _refuse(what: str, value: str, bad: Iterable[str]) -> None:
             raise EncodeError(f"{what} {value[:40]!r} contains {token!r}, which HJ 212 syntax reserves")
 
 
-def encode_segment(p: Packet) -> str:
-    """The data segment as text. Refuses what the decoder could not read back the same."""
-    if p.qn is not None and not _RE_QN.fullmatch(p.qn):
+def encode_segment(p: Packet, *, strict: bool = True) -> str:
+    """The data segment as text. Refuses what the decoder could not read back the same.
+
+    `strict=False` lets QN, ST and CN through as they are (still refusing the characters the
+    syntax reserves): for a platform's answer that must echo a sender's non-standard QN.
+    """
+    if strict and p.qn is not None and not _RE_QN.fullmatch(p.qn):
         raise EncodeError(f"QN {p.qn!r} is not 17 digits")
-    if not _RE_ST.fullmatch(p.st) or not _RE_CN.fullmatch(p.cn):
+    if strict and (not _RE_ST.fullmatch(p.st) or not _RE_CN.fullmatch(p.cn)):
         raise EncodeError(f"ST {p.st!r} must be 2 digits and CN {p.cn!r} 4 digits")
     head: list[str] = []
     if p.qn is not None:
@@ -175,9 +236,9 @@ def frame(segment: bytes) -> bytes:
     return b"##%04d" % len(segment) + segment + b"%04X\r\n" % crc16(segment)
 
 
-def encode(p: Packet) -> bytes:
+def encode(p: Packet, *, strict: bool = True) -> bytes:
     """One packet, whatever its length (see `split` for the 1,024-byte rule)."""
-    return frame(encode_segment(p).encode("utf-8"))
+    return frame(encode_segment(p, strict=strict).encode("utf-8"))
 
 
 def segment_length(p: Packet) -> int:
@@ -243,24 +304,31 @@ def reassemble(parts: Sequence[Packet]) -> Packet:
         items = q.cp[1:] if lead and q.cp[:1] == lead else q.cp
         cp.extend(items)
     flag = None if first.flag is None else first.flag & ~FLAG_SPLIT
-    return replace(first, flag=flag, pnum=None, pno=None, cp=tuple(cp))
+    warnings: dict[str, DecodeWarning] = {}  # one per kind, as on a single packet
+    for q in ordered:
+        for w in q.warnings:
+            warnings.setdefault(w.code, w)
+    return replace(first, flag=flag, pnum=None, pno=None, cp=tuple(cp), warnings=tuple(warnings.values()))
 
 
 # --- decoding ----------------------------------------------------------------------------
 
 
+def decode(raw: bytes, *, check_crc: bool = True, strict: bool = True, tz: str = DEFAULT_TZ) -> Packet:
+    """Decode one whole frame (from `##` to CRLF). Raises DecodeError only.
 
-def decode(raw: bytes, *, check_crc: bool = True) -> Packet:
-    """Decode one whole frame (from `##` to CRLF). Raises DecodeError only."""
+    `strict=False`: tolerant decoding (see the module's docstring); framing, length and CRC
+    are checked all the same, and `tz` is the zone a millisecond-epoch QN is converted into.
+    """
     try:
-        return _decode(raw, check_crc)
+        return _decode(raw, check_crc, strict, tz)
     except DecodeError:
         raise
     except Exception as exc:  # a bug here must not take the uplink down: report it as malformed
         raise DecodeError("malformed", f"unexpected {type(exc).__name__}: {exc}") from exc
 
 
-def _decode(raw: bytes, check_crc: bool) -> Packet:
+def _decode(raw: bytes, check_crc: bool, strict: bool, tz: str) -> Packet:
     if not isinstance(raw, (bytes, bytearray)):
         raise DecodeError("malformed", "not bytes")
     raw = bytes(raw)
@@ -285,11 +353,14 @@ def _decode(raw: bytes, check_crc: bool) -> Packet:
         got, want = int(crc_field, 16), crc16(segment)
         if got != want:
             raise DecodeError("bad_crc", f"CRC {got:04X} received, {want:04X} computed")
-    return parse_segment(segment)
+    return parse_segment(segment, strict=strict, tz=tz)
 
 
-def parse_segment(segment: bytes) -> Packet:
-    """Parse a data segment (no framing). Raises DecodeError('malformed')."""
+def parse_segment(segment: bytes, *, strict: bool = True, tz: str = DEFAULT_TZ) -> Packet:
+    """Parse a data segment (no framing). Strict: raises DecodeError('malformed'); tolerant:
+    never raises, every deviation is a warning on the packet."""
+    if not strict:
+        return _parse_tolerant(segment, tz)
     try:
         text = segment.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -356,6 +427,155 @@ def _parse_cp(text: str) -> tuple[CpItem, ...]:
     return tuple(items)
 
 
+class _Warnings:
+    """One warning per code and packet; the details of repeats are appended to its text."""
+
+    def __init__(self) -> None:
+        self._texts: dict[WarningCode, list[str]] = {}
+
+    def add(self, code: WarningCode, text: str) -> None:
+        self._texts.setdefault(code, []).append(text)
+
+    def result(self) -> tuple[DecodeWarning, ...]:
+        out = []
+        for code, texts in self._texts.items():
+            shown = "; ".join(texts[:3]) + (f"; and {len(texts) - 3} more" if len(texts) > 3 else "")
+            out.append(DecodeWarning(code, shown))
+        return tuple(out)
+
+
+def _short(text: str, n: int = 40) -> str:
+    return repr(text if len(text) <= n else text[:n] + "...")
+
+
+def qn_from_epoch_ms(ms: int, tz: str = DEFAULT_TZ) -> str:
+    """A millisecond epoch as an HJ 212 QN: local time YYYYMMDDhhmmsszzz in `tz`."""
+    when = datetime.fromtimestamp(ms // 1000, ZoneInfo(tz))
+    return when.strftime("%Y%m%d%H%M%S") + f"{ms % 1000:03d}"
+
+
+def _parse_tolerant(segment: bytes, tz: str) -> Packet:
+    """Take what a well-framed packet says, whatever its deviations; never raises."""
+    warns = _Warnings()
+    try:
+        text = segment.decode("utf-8")
+    except UnicodeDecodeError:
+        try:
+            text = segment.decode("gb18030")
+            warns.add("not_utf8", "data segment is not UTF-8; read as GB18030 (GBK)")
+        except UnicodeDecodeError:
+            text = segment.decode("utf-8", "replace")
+            warns.add("not_utf8", "data segment is not UTF-8 nor GB18030; undecodable bytes replaced")
+
+    # Header and CP.
+    cut = text.find("CP=&&")
+    if cut >= 0:
+        head_text, body = text[:cut], text[cut + 5:]
+        if cut and text[cut - 1] != ";":
+            warns.add("header_syntax", "no ';' before CP")
+        if body.endswith("&&"):
+            cp_text = body[:-2]
+        else:
+            warns.add("cp_malformed", f"CP not closed with '&&': {_short(body)}")
+            cp_text = body.rstrip("&")
+    else:
+        found = re.search(r"(?:^|;)CP=", text)
+        if found is not None:
+            head_end = found.start() + 1 if found.group().startswith(";") else found.start()
+            head_text, cp_text = text[:head_end], text[found.end():]
+            warns.add("cp_malformed", f"CP not enclosed in '&&': {_short(cp_text)}")
+            cp_text = cp_text.strip("&")
+        else:
+            head_text, cp_text = text, ""
+            warns.add("cp_missing", "no CP=&&...&&: the packet carries no data")
+
+    head: dict[str, str] = {}
+    extra: list[tuple[str, str]] = []
+    tokens = head_text.split(";")
+    if tokens and tokens[-1] == "":
+        tokens.pop()  # the ';' that ends the last header field
+    canonical = {k.lower(): k for k in _HEADER_KEYS}
+    for token in tokens:
+        if not token:
+            warns.add("header_syntax", "empty header field (';;')")
+            continue
+        key, eq, value = token.partition("=")
+        if not eq:
+            warns.add("header_syntax", f"header field {_short(token)} has no '='")
+            continue
+        if key not in _HEADER_KEYS and key.lower() in canonical:
+            warns.add("header_case", f"header field {key!r} read as {canonical[key.lower()]!r}")
+            key = canonical[key.lower()]
+        if key not in _HEADER_KEYS:
+            warns.add("header_unknown", f"{key}={_short(value)} kept")
+            extra.append((key, value))
+        elif key in head:
+            warns.add("header_duplicate", f"{key} twice ({head[key]!r} kept, {_short(value)} ignored)")
+        else:
+            head[key] = value
+    missing = [k for k in ("ST", "CN", "PW", "MN") if k not in head]
+    if missing:
+        warns.add("header_missing", f"{', '.join(missing)} missing")
+
+    qn, qn_sent = head.get("QN"), None
+    if qn is not None and not _RE_QN.fullmatch(qn):
+        if _RE_QN_EPOCH_MS.fullmatch(qn):
+            qn_sent, qn = qn, qn_from_epoch_ms(int(qn), tz)
+            warns.add("qn_epoch_ms", f"QN={qn_sent} is a millisecond epoch; read as {qn} ({tz})")
+        else:
+            warns.add("qn_format", f"QN={_short(qn)} is not 17 digits; kept as sent")
+    st = head.get("ST", "")
+    if "ST" in head and not _RE_ST.fullmatch(st):
+        if _RE_ST3.fullmatch(st):
+            warns.add("st_3_digits", f"ST={st} has 3 digits (HJ 212-2017: 2)")
+        else:
+            warns.add("st_format", f"ST={_short(st)} is not 2 digits")
+    cn = head.get("CN", "")
+    if "CN" in head and not _RE_CN.fullmatch(cn):
+        warns.add("cn_format", f"CN={_short(cn)} is not 4 digits")
+
+    flag: int | None = None
+    if "Flag" in head:
+        if _RE_INT.fullmatch(head["Flag"]) and int(head["Flag"]) <= 255:
+            flag = int(head["Flag"])
+        else:
+            warns.add("flag_format", f"Flag={_short(head['Flag'])} is not a number 0..255; ignored")
+    pnum: int | None = None
+    pno: int | None = None
+    if "PNUM" in head or "PNO" in head:
+        a, b = head.get("PNUM", ""), head.get("PNO", "")
+        if _RE_INT.fullmatch(a) and _RE_INT.fullmatch(b) and 1 <= int(b) <= int(a):
+            pnum, pno = int(a), int(b)
+        else:
+            warns.add("split_format", f"PNUM={_short(a)} PNO={_short(b)} unusable; read as a whole packet")
+
+    return Packet(st=st, cn=cn, pw=head.get("PW", ""), mn=head.get("MN", ""), qn=qn, flag=flag, pnum=pnum,
+                  pno=pno, cp=_parse_cp_tolerant(cp_text, warns), qn_sent=qn_sent, extra=tuple(extra),
+                  warnings=warns.result())
+
+
+def _parse_cp_tolerant(text: str, warns: _Warnings) -> tuple[CpItem, ...]:
+    if not text:
+        return ()
+    if "&&" in text:
+        warns.add("cp_malformed", "'&&' inside CP")
+    items: list[CpItem] = []
+    for item_text in text.split(";"):
+        if not item_text:
+            warns.add("cp_malformed", "empty CP item (';;' or a trailing ';')")
+            continue
+        item: list[tuple[str, str]] = []
+        for token in item_text.split(","):
+            key, eq, value = token.partition("=")
+            if not eq or not key:
+                warns.add("cp_malformed", f"CP field {_short(token)} is not key=value; skipped")
+                continue
+            item.append((key, value))
+        if item:
+            items.append(tuple(item))
+    return tuple(items)
+
+
 # --- a TCP byte stream -------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -369,15 +589,19 @@ class Decoded:
 
 class StreamDecoder:
     """Cuts a TCP byte stream into frames: packets may arrive in pieces or several at once.
+    `strict` and `tz` are passed to `decode`.
 
     A frame runs from `##` to the next CRLF (a data segment never holds CRLF). Bytes before
     `##` are reported as garbage; a stream without CRLF for longer than any packet can be is
     dropped as too long, so a babbling peer cannot fill memory.
     """
 
-    def __init__(self, max_frame: int = _MAX_LENGTH_FIELD + _OVERHEAD):
+    def __init__(self, max_frame: int = _MAX_LENGTH_FIELD + _OVERHEAD, *, strict: bool = True,
+                 tz: str = DEFAULT_TZ):
         self._buf = bytearray()
         self._max = max_frame
+        self._strict = strict
+        self._tz = tz
 
     def feed(self, data: bytes) -> list[Decoded]:
         self._buf += data
@@ -406,7 +630,7 @@ class StreamDecoder:
             raw = bytes(self._buf[:end + 2])
             del self._buf[:end + 2]
             try:
-                out.append(Decoded(raw, decode(raw), None))
+                out.append(Decoded(raw, decode(raw, strict=self._strict, tz=self._tz), None))
             except DecodeError as exc:
                 out.append(Decoded(raw, None, exc))
         return out

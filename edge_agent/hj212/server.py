@@ -2,7 +2,13 @@
 
 It is what the tests talk to, and what a technician runs on a laptop to bench-check a box
 (`edge-agent hj212-server`). It answers data that asks for an answer (Flag A bit) with
-9014, reassembles split packets, and can send commands to the connected boxes.
+9014, reassembles split packets, and can send commands to the connected boxes (among them
+requests for past minute/hour/day data, `request_past_data`).
+
+Like a platform in the field it is tolerant by default: every packet whose framing, length
+and CRC are right is taken, and its deviations from HJ 212-2017 (a millisecond-epoch QN, a
+3-digit ST, no CP, ...) are logged and counted per kind (`warning_counts`), so a technician
+sees which vendor quirks arrive. `strict=True` refuses them instead (as `malformed`).
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ from zoneinfo import ZoneInfo
 from edge_agent.hj212.codec import (
     CpItem,
     DecodeError,
+    DecodeWarning,
+    EncodeError,
     Packet,
     Reassembler,
     StreamDecoder,
+    encode,
     encode_split,
     make_flag,
 )
@@ -30,6 +39,8 @@ from edge_agent.hj212.codec import (
 log = logging.getLogger(__name__)
 
 DATA_CNS = frozenset({"2011", "2051", "2061", "2031", "1011", "1061", "1063"})
+PAST_DATA_CNS = frozenset({"2051", "2061", "2031"})  # minute, hour, day data
+_LOUD_WARNINGS = 10  # each kind of warning is logged this many times, then every 100th
 
 
 @dataclass(frozen=True)
@@ -47,17 +58,25 @@ class Received:
     def verdict(self) -> str:
         return "ok" if self.error is None else self.error.kind
 
+    @property
+    def warnings(self) -> tuple[DecodeWarning, ...]:
+        return () if self.packet is None else self.packet.warnings
+
 
 class Hj212Server:
     """In-process platform on a real TCP socket. `port=0` picks a free port."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, answer_data: bool = True,
-                 st: str = "91", tz: str = "Asia/Shanghai",
+                 st: str = "91", tz: str = "Asia/Shanghai", strict: bool = False,
                  on_frame: Callable[[Received], None] | None = None):
         self.host, self.port = host, port
         self.answer_data = answer_data
         self.st = st
+        self.strict = strict
+        self.tz_name = tz
         self._tz = ZoneInfo(tz)
+        self._warnings: dict[str, int] = {}
+        self._errors: dict[str, int] = {}
         self._on_frame = on_frame
         self._lock = threading.Condition()
         self._received: list[Received] = []
@@ -140,24 +159,52 @@ class Hj212Server:
         with self._lock:
             return list(self._clients)
 
+    def warning_counts(self) -> dict[str, int]:
+        """Frames accepted with each kind of deviation (once per kind and frame; each part of a
+        split packet is a frame)."""
+        with self._lock:
+            return dict(self._warnings)
+
+    def error_counts(self) -> dict[str, int]:
+        """Frames refused, by reason (bad_crc, bad_length, malformed, garbage, ...)."""
+        with self._lock:
+            return dict(self._errors)
+
     # --- commands to the boxes ------------------------------------------------------------
 
     def command(self, cn: str, cp: Iterable[CpItem] = (), *, mn: str, pw: str, st: str = "39",
-                flag: int | None = None) -> str:
-        """Send a command to every connected box; returns its QN."""
+                flag: int | None = None, peer: str | None = None) -> str:
+        """Send a command to every connected box (or only to `peer`); returns its QN."""
         qn = self._new_qn()
         packet = Packet(qn=qn, st=st, cn=cn, pw=pw, mn=mn,
                         flag=make_flag(ack=True) if flag is None else flag, cp=tuple(cp))
-        self._broadcast(b"".join(encode_split(packet)))
+        self._broadcast(b"".join(encode_split(packet)), peer)
         return qn
+
+    def request_past_data(self, cn: str, begin: datetime, end: datetime, *, mn: str, pw: str,
+                          st: str = "39", peer: str | None = None) -> str:
+        """Ask for past minute (2051), hour (2061) or day (2031) data with DataTime in
+        [begin, end], written as BeginTime/EndTime in this platform's time zone. The box
+        answers 9011, one data packet per record (split if long), then 9012. Returns the QN."""
+        if cn not in PAST_DATA_CNS:
+            raise ValueError(f"CN {cn} is not a past-data request (one of {sorted(PAST_DATA_CNS)})")
+        for t in (begin, end):
+            if t.tzinfo is None:
+                raise ValueError("naive datetime: give BeginTime/EndTime with their time zone")
+        cp = ((("BeginTime", self.local_time(begin)),), (("EndTime", self.local_time(end)),))
+        return self.command(cn, cp, mn=mn, pw=pw, st=st, peer=peer)
+
+    def local_time(self, when: datetime) -> str:
+        """`YYYYMMDDhhmmss` in this platform's time zone."""
+        return when.astimezone(self._tz).strftime("%Y%m%d%H%M%S")
 
     def send_raw(self, data: bytes) -> int:
         """Send bytes as they are to every connected box (for garbage tests)."""
         return self._broadcast(data)
 
-    def _broadcast(self, data: bytes) -> int:
+    def _broadcast(self, data: bytes, peer: str | None = None) -> int:
         with self._lock:
-            clients = list(self._clients.values())
+            clients = [sock for name, sock in self._clients.items() if peer is None or name == peer]
         sent = 0
         for sock in clients:
             try:
@@ -180,7 +227,7 @@ class Hj212Server:
         with self._lock:
             self._clients[peer] = sock
         log.info("hj212-server: %s connected", peer)
-        decoder, parts = StreamDecoder(), Reassembler()
+        decoder, parts = StreamDecoder(strict=self.strict, tz=self.tz_name), Reassembler()
         try:
             while True:
                 try:
@@ -202,13 +249,23 @@ class Hj212Server:
             log.info("hj212-server: %s disconnected", peer)
 
     def _record(self, rec: Received) -> None:
+        counts: list[tuple[DecodeWarning, int]] = []
         with self._lock:
             self._received.append(rec)
+            for w in rec.warnings:
+                n = self._warnings[w.code] = self._warnings.get(w.code, 0) + 1
+                counts.append((w, n))
+            if rec.error is not None:
+                self._errors[rec.error.kind] = self._errors.get(rec.error.kind, 0) + 1
             self._lock.notify_all()
         p = rec.packet
         if p is not None:
             log.info("hj212-server: %s ok len=%d CN=%s QN=%s MN=%s%s", rec.peer, len(rec.raw) - 12, p.cn, p.qn,
                      p.mn, f" part {p.pno}/{p.pnum}" if p.pnum else "")
+            for w, n in counts:
+                if n <= _LOUD_WARNINGS or n % 100 == 0:
+                    log.warning("hj212-server: %s CN=%s MN=%s accepted with warning %s (#%d of this kind): %s",
+                                rec.peer, p.cn, p.mn, w.code, n, w.text)
         else:
             log.warning("hj212-server: %s %s: %r", rec.peer, rec.error, rec.raw[:120])
         if self._on_frame is not None:
@@ -218,11 +275,19 @@ class Hj212Server:
                 log.exception("hj212-server: on_frame callback failed")
 
     def _answer(self, sock: socket.socket, p: Packet) -> None:
-        """9014 for data that wants an answer; commands' answers from boxes are only recorded."""
-        if p.cn not in DATA_CNS or not p.ack_wanted or not self.answer_data or p.qn is None:
+        """9014 for data that wants an answer; commands' answers from boxes are only recorded.
+
+        The answer echoes the QN as the box wrote it (a millisecond epoch stays one), so that
+        the box can match it; only this platform's own packets are held to the standard."""
+        if p.cn not in DATA_CNS or not p.ack_wanted or not self.answer_data or p.wire_qn is None:
             return
-        reply = Packet(qn=p.qn, st=self.st, cn="9014", pw=p.pw, mn=p.mn, flag=make_flag(ack=False), cp=())
+        reply = Packet(qn=p.wire_qn, st=self.st, cn="9014", pw=p.pw, mn=p.mn, flag=make_flag(ack=False), cp=())
         try:
-            sock.sendall(b"".join(encode_split(reply)))
+            data = encode(reply, strict=False)
+        except EncodeError as exc:
+            log.warning("hj212-server: cannot answer CN %s QN %r: %s", p.cn, p.wire_qn, exc)
+            return
+        try:
+            sock.sendall(data)
         except OSError:
             pass

@@ -1,7 +1,9 @@
 """The site's rules, applied to figures and readings. Knows thresholds and schedules, not ports.
 
 Window rules (20-min LAeq, 5-min LAeq, dust means) are judged on the rolling figures each
-time `evaluate` runs (once a second). The night Lmax rule is judged on every noise reading
+time `evaluate` runs (once a second). Each limit has an early warning on a shorter window
+below it (noise: a margin in dB; dust: a share of the limit), so the crew is told, and the
+spray starts, before the limit is crossed. The night Lmax rule is judged on every noise reading
 as it arrives, so a single loud event reaches the speaker and the bureau without waiting
 for the next evaluation.
 """
@@ -115,7 +117,7 @@ class RuleEngine:
         with self._lock:
             for sensor in noise_sensors | self._sources("noise_over_limit", "noise_early_warning", "night_work"):
                 self._noise(now, sensor, index)
-            for sensor in dust_sensors | self._sources("dust_over_limit"):
+            for sensor in dust_sensors | self._sources("dust_over_limit", "dust_early_warning"):
                 self._dust(now, sensor, index)
             # A night-Lmax breach whose meter has gone quiet cannot be proven any longer.
             mono = self.elapsed(now)
@@ -169,18 +171,38 @@ class RuleEngine:
 
     def _dust(self, now: datetime, sensor: str, index: dict[_Key, Measure]) -> None:
         cfg = self.rules.dust
-        if not cfg.enabled:
-            return
-        m = index.get(_Key(sensor, cfg.quantity, cfg.window_s, "avg"))
-        value = convert_dust(m.value, m.unit, cfg.unit) if m is not None and m.value is not None else None
-        cond = _classify(value, cfg.limit, cfg.hysteresis)
-        figures: dict[str, Any] = {
-            "avg": None if value is None else round(value, 4), "limit": cfg.limit, "unit": cfg.unit,
-            "quantity": cfg.quantity, "window_s": cfg.window_s, "samples": m.samples if m else 0,
-        }
-        self._update("dust_over_limit", sensor, cfg.timing, now, cond, figures,
-                     f"{cfg.quantity.upper()} {cfg.window_s // 60}-min mean "
-                     f"{'n/a' if value is None else f'{value:.3f}'} {cfg.unit} over {cfg.limit} {cfg.unit}")
+
+        def mean(window: int) -> tuple[Measure | None, float | None]:
+            m = index.get(_Key(sensor, cfg.quantity, window, "avg"))
+            value = convert_dust(m.value, m.unit, cfg.unit) if m is not None and m.value is not None else None
+            return m, value
+
+        def figures(m: Measure | None, value: float | None, window: int) -> dict[str, Any]:
+            return {"avg": None if value is None else round(value, 4), "limit": cfg.limit, "unit": cfg.unit,
+                    "quantity": cfg.quantity, "window_s": window, "samples": m.samples if m else 0}
+
+        def shown(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
+        if cfg.enabled:
+            m, value = mean(cfg.window_s)
+            permitted = self.schedule.permit_for(now, "dust_over_limit") is not None
+            cond = Condition.CLEAR if permitted else _classify(value, cfg.limit, cfg.hysteresis)
+            self._update("dust_over_limit", sensor, cfg.timing, now, cond,
+                         figures(m, value, cfg.window_s),
+                         f"{cfg.quantity.upper()} {cfg.window_s // 60}-min mean {shown(value)} {cfg.unit} "
+                         f"over {cfg.limit} {cfg.unit}")
+
+        ew = self.rules.dust_early_warning
+        if ew.enabled:
+            m, value = mean(ew.window_s)
+            line = cfg.limit * (1.0 - ew.margin_share)
+            permitted = self.schedule.permit_for(now, "dust_early_warning") is not None
+            cond = Condition.CLEAR if permitted else _classify(value, line, cfg.hysteresis)
+            self._update("dust_early_warning", sensor, ew.timing, now, cond,
+                         figures(m, value, ew.window_s) | {"warn_at": round(line, 4)},
+                         f"{cfg.quantity.upper()} {ew.window_s // 60}-min mean {shown(value)} {cfg.unit} "
+                         f"near the limit {cfg.limit} {cfg.unit}")
 
     @staticmethod
     def _figures(m: Measure | None, limit: float, period: str, figure: str) -> dict[str, Any]:

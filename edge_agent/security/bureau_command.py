@@ -15,8 +15,14 @@ signature cannot be moved to another topic, another box, another time or a secon
 Checks, in order; the first that fails is the refusal reason: `oversize`, `malformed`,
 `invalid_field`, `unknown_key`, `bad_signature`, `topic_mismatch`, `wrong_target`,
 `invalid_lifetime`, `clock_unsynchronized` (only if configured), `not_yet_valid`,
-`expired`, `unknown_command`, `invalid_args`, `replayed`. The nonce is recorded last,
-only for a command that passed everything else, so forgeries cannot use up nonces.
+`expired`, `unknown_command`, `invalid_args`, `relay_not_allowed` (a relay command for a
+relay outside `bureau.relays_allowed`), `replayed`. The nonce is recorded last, only for a
+command that passed everything else, so forgeries cannot use up nonces.
+
+Relay commands: `relay` with `{"relay": ID, "state": "on"|"off"|"auto", "duration_s": 1..3600}`
+(`duration_s` with `on` only; without it `on` and `off` hold until the next command, `on`
+within the relay's `max_on_s`; `auto` hands the relay back to the violations); `spray` and
+`strobe` are the same without `relay`, for those two relays.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge_agent.config.security import RELAY_ALIASES
 from edge_agent.security.canonical import CanonicalError, canonical_bytes, loads_strict
 from edge_agent.security.keys import Signer, key_id, verify
 from edge_agent.security.nonces import NonceStore
@@ -102,6 +109,7 @@ class VerifierPolicy:
     clock_skew_s: int = 30
     max_payload_bytes: int = 8192
     require_synchronized_clock: bool = False
+    relays_allowed: frozenset[str] = frozenset(RELAY_ALIASES.values())
 
 
 def parse_time(text: str) -> datetime:
@@ -123,7 +131,7 @@ def _str_field(body: Mapping[str, Any], name: str, pattern: re.Pattern[str]) -> 
     return value
 
 
-def _args_problem(name: str, args: Mapping[str, Any]) -> str | None:
+def args_problem(name: str, args: Mapping[str, Any]) -> str | None:
     """What is wrong with a known command's arguments, or None."""
 
     def duration_ok(key: str) -> bool:
@@ -145,14 +153,18 @@ def _args_problem(name: str, args: Mapping[str, Any]) -> str | None:
         return only("clip", "text", "repeat") or (
             None if args.get("repeat") is None or (type(args["repeat"]) is int and 1 <= args["repeat"] <= 10)
             else "'repeat' must be 1..10")
-    if name in ("spray", "strobe"):
-        if args.get("state") not in ("on", "off"):
-            return "'state' must be 'on' or 'off'"
+    if name == "relay" or name in RELAY_ALIASES:
+        if name == "relay":
+            relay = args.get("relay")
+            if not (isinstance(relay, str) and _TARGET.fullmatch(relay)):
+                return "'relay' (a relay id) is required"
+        if args.get("state") not in ("on", "off", "auto"):
+            return "'state' must be 'on', 'off' or 'auto'"
         if not duration_ok("duration_s"):
             return "'duration_s' must be an integer 1..3600"
-        if args["state"] == "off" and "duration_s" in args:
+        if args["state"] != "on" and "duration_s" in args:
             return "'duration_s' goes with 'on' only"
-        return only("state", "duration_s")
+        return only("relay", "state", "duration_s") if name == "relay" else only("state", "duration_s")
     if name == "snapshot":
         camera = args.get("camera")
         if camera is not None and not (isinstance(camera, str) and _TARGET.fullmatch(camera)):
@@ -166,6 +178,17 @@ def _args_problem(name: str, args: Mapping[str, Any]) -> str | None:
     if name == "ping":
         return only()
     return None
+
+
+# For the bureau side (`edge-agent sign-command`): refuse to sign what the box would refuse.
+
+
+def relay_of(name: str, args: Mapping[str, Any]) -> str | None:
+    """The relay a (checked) command switches, or None for commands that switch none."""
+    if name == "relay":
+        relay = args.get("relay")
+        return relay if isinstance(relay, str) else None
+    return RELAY_ALIASES.get(name)
 
 
 def sign_command(body: Mapping[str, Any], signer: Signer) -> dict[str, Any]:
@@ -257,9 +280,12 @@ class CommandVerifier:
             raise Refused("expired", f"expired {expires.isoformat()}, box time {now.isoformat()}")
         if name not in p.commands:
             raise Refused("unknown_command", f"'{name}' is not a command this box takes")
-        problem = _args_problem(name, args)
+        problem = args_problem(name, args)
         if problem:
             raise Refused("invalid_args", problem)
+        relay = relay_of(name, args)
+        if relay is not None and relay not in p.relays_allowed:
+            raise Refused("relay_not_allowed", f"relay '{relay}' is not in bureau.relays_allowed on this box")
         forget_at = (expires + skew).timestamp()
         if not self.nonces.record(nonce, command_id, max(forget_at, now.timestamp()), now.timestamp()):
             raise Refused("replayed", f"nonce {nonce[:16]}... was already used")

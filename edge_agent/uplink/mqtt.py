@@ -14,6 +14,12 @@ takes the link down: each reconnection would make the broker publish our Last Wi
 paho callback is guarded; such an error is logged once when it starts and once when it ends,
 and rows the broker acknowledged but the outbox could not yet delete are held back from
 sending and deleted again later.
+
+The link's quality as the box sees it (reconnects in the last hour, keepalive round trip,
+bytes today, time connected) is kept by `LinkQuality` (edge_agent/uplink/link.py) and goes
+into the status as `components.uplink.link`. The round trip is paho's own PINGREQ/PINGRESP,
+seen through its `on_log` callback (paho has no ping callback); the bytes are counted where
+paho reads and writes its socket.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.outbox import Message, Outbox, StorageFull, new_msg_id
+from edge_agent.uplink.link import LinkQuality
 from edge_agent.uplink.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,7 @@ class UplinkHealth:
     last_error: str = ""
     published: int = 0
     acked: int = 0
+    link: LinkQuality = field(default_factory=LinkQuality)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +73,7 @@ class UplinkHealth:
             "last_error": self.last_error,
             "published": self.published,
             "acked": self.acked,
+            "link": self.link.as_dict(),
         }
 
 
@@ -74,6 +83,28 @@ MessageHandler = Callable[[str, bytes], None]
 LOCAL_ERRORS = (StorageFull, sqlite3.Error, OSError)
 
 
+class _CountingClient(mqtt.Client):
+    """A paho client that counts the bytes it writes to and reads from its socket.
+
+    paho has no public byte counters; `_sock_send` / `_sock_recv` are where every packet goes
+    through (paho 2.x, and 1.6 before it). With TLS these are the bytes inside the TLS records.
+    """
+
+    def __init__(self, *args: Any, link: LinkQuality, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._edge_link = link
+
+    def _sock_send(self, buf: bytes | bytearray) -> int:
+        sent = super()._sock_send(buf)
+        self._edge_link.sent(sent)
+        return sent
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        data = super()._sock_recv(bufsize)
+        self._edge_link.received(len(data))
+        return data
+
+
 def build_client(
     cfg: MqttConfig,
     client_id: str,
@@ -81,13 +112,17 @@ def build_client(
     *,
     will: tuple[str, bytes] | None = None,
     on_secret_error: Callable[[str], None] | None = None,
+    link: LinkQuality | None = None,
 ) -> mqtt.Client:
-    """A paho client set up from the config: protocol, credentials, TLS, Last Will."""
+    """A paho client set up from the config: protocol, credentials, TLS, Last Will; with `link`,
+    its bytes are counted there."""
+    extra: dict[str, Any] = {} if link is None else {"link": link}
+    make = mqtt.Client if link is None else _CountingClient
     if protocol == mqtt.MQTTv5:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client = make(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, **extra)
     else:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                             clean_session=True)
+        client = make(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                      clean_session=True, **extra)
     client.max_inflight_messages_set(cfg.max_inflight)
     client.max_queued_messages_set(0)
     if will is not None:
@@ -166,10 +201,12 @@ class MqttUplink:
         will: Callable[[str], bytes] | None = None,
         will_payload: bytes | None = None,
         on_connected: Callable[[], None] | None = None,
+        timezone: str = "UTC",
     ):
         """`will(msg_id)` builds the Last Will for one connection; it is called before each CONNECT
         with a new msg_id, so a bureau that de-duplicates by msg_id sees every "connection lost".
-        (`will_payload`, a fixed Will, is for benchmarks only.)"""
+        (`will_payload`, a fixed Will, is for benchmarks only.) `timezone` is the site's: the
+        link's byte counts are per local day."""
         if will is None:
             if will_payload is None:
                 raise TypeError("MqttUplink needs will= (or a fixed will_payload=)")
@@ -178,7 +215,7 @@ class MqttUplink:
         self.config = config
         self.topics = topics
         self.outbox = outbox
-        self.health = UplinkHealth()
+        self.health = UplinkHealth(link=LinkQuality(timezone))
         self._will = will
         self.will_msg_id = ""  # of the Will the broker holds for the current connection
         self._on_connected = on_connected
@@ -235,7 +272,9 @@ class MqttUplink:
 
     def _make_client(self) -> mqtt.Client:
         client_id = self.config.client_id or f"{self.topics.site}-{self.topics.device}"
-        client = build_client(self.config, client_id, self._protocol, on_secret_error=self._note_error)
+        client = build_client(self.config, client_id, self._protocol, on_secret_error=self._note_error,
+                              link=self.health.link)
+        client.on_log = self._on_log
         client.on_connect = self._guard(self._on_connect)
         client.on_disconnect = self._guard(self._on_disconnect)
         client.on_publish = self._guard(self._on_publish)
@@ -318,6 +357,7 @@ class MqttUplink:
                 client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._note_error(f"cannot reach broker {cfg.host}:{cfg.port}: {exc}")
+            self.health.link.connect_failed()
             return False
         # A broker that does not speak MQTT 5 may just sit on a v5 CONNECT: try 3.1.1 soon.
         wait = 3.0 if (self._protocol == mqtt.MQTTv5 and cfg.protocol == "auto") else max(5.0, cfg.keepalive_s / 2)
@@ -327,6 +367,8 @@ class MqttUplink:
             if rc != mqtt.MQTT_ERR_SUCCESS and self._connack is None:
                 break
         code = self._connack
+        if code is None or getattr(code, "is_failure", code != 0):
+            self.health.link.connect_failed()
         if code is None:
             self._note_error(f"broker {cfg.host}:{cfg.port} closed the connection before answering CONNECT")
             if self._protocol == mqtt.MQTTv5 and cfg.protocol == "auto":
@@ -366,6 +408,8 @@ class MqttUplink:
             self._drop_connection()
             return
         self._run_connected_hook()
+        if self.health.link.ping_pending():
+            return  # a PINGRESP is due: keep select()ing on the socket so its round trip is measured
         if not self._inflight and self.outbox.depth() == 0:
             # Idle: sleep until a producer wakes us, but keep the network loop ticking.
             self._wake.wait(0.2)
@@ -446,6 +490,7 @@ class MqttUplink:
         if self.health.connected:
             self.health.connected = False
             self.health.since = time.time()
+            self.health.link.disconnected()
 
     def _shutdown(self) -> None:
         client = self._client
@@ -456,6 +501,7 @@ class MqttUplink:
             except Exception:
                 pass
         self.health.connected = False
+        self.health.link.disconnected()
 
     def _note_error(self, text: str, level: int = logging.WARNING) -> None:
         if text != self.health.last_error or level >= logging.ERROR:
@@ -472,6 +518,7 @@ class MqttUplink:
         self.health.connected = True
         self.health.since = time.time()
         self.health.connects += 1
+        self.health.link.connected()
         self.health.protocol = "5" if self._protocol == mqtt.MQTTv5 else "3.1.1"
         self.health.last_error = ""
         self._held.clear()
@@ -509,6 +556,14 @@ class MqttUplink:
             self._note_error(f"disconnected: {reason}")
         self.health.connected = False
         self.health.since = time.time()
+        self.health.link.disconnected()
+
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, buf: str) -> None:
+        """paho's packet log: the only place a keepalive PINGREQ and its PINGRESP can be seen."""
+        if buf.startswith("Sending PINGREQ"):
+            self.health.link.ping_sent()
+        elif buf.startswith("Received PINGRESP"):
+            self.health.link.pong_received()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
                     properties: Any) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from drivers.camera import CameraCapture, CaptureSettings, ClipError, ClipInfo, StreamEvent, redact
-from drivers.camera.osd import Outline, draw_outlines, watermark_jpeg
+from drivers.camera.osd import Outline, watermark_jpeg, watermark_jpegs
 from drivers.types import Frame
 from edge_agent.config.cameras import CameraConfig
 from edge_agent.types import Violation
@@ -187,8 +187,7 @@ class CamerasComponent:
                          label: str = "") -> tuple[bytes, bytes]:
         """(clean, marked) JPEGs of one frame: the marked copy outlines what was seen."""
         taken, image = self._frame_for(camera_id, None)
-        return (self._stamp(camera_id, image, taken, violation_text),
-                self._stamp(camera_id, draw_outlines(image, outlines, label), taken, violation_text))
+        return watermark_jpegs(image, self._lines(camera_id, taken, violation_text), outlines, label)
 
     def _frame_for(self, camera_id: str, at: datetime | None) -> tuple[datetime, Any]:
         cam = self._get(camera_id)
@@ -208,15 +207,17 @@ class CamerasComponent:
         return latest.time, latest.image
 
     def _stamp(self, camera_id: str, image: Any, taken: datetime, violation_text: str) -> bytes:
+        return watermark_jpeg(image, self._lines(camera_id, taken, violation_text))
+
+    def _lines(self, camera_id: str, taken: datetime, violation_text: str) -> list[str]:
         cam = self._get(camera_id)
         local = taken.astimezone(self.tz)
-        lines = [
+        return [
             " ".join(x for x in (self.site, self.device, camera_id) if x),
             f"{local:%Y-%m-%d %H:%M:%S} {local:%z} ({self.tz.key})",
             violation_text,
             cam.cfg.osd_text,
         ]
-        return watermark_jpeg(image, lines)
 
     def clip_info(self, camera_id: str, around: datetime, pre_s: float | None = None, post_s: float | None = None,
                   *, path: Path | None = None, timeout_s: float | None = None) -> ClipInfo:

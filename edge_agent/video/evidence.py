@@ -10,7 +10,8 @@ detector's own crops (e.g. the plume and its background patch for a Ringelmann g
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,16 +66,24 @@ class CameraEvidence:
         return files
 
 
-def _crops(seen: Seen) -> list[EvidenceFile]:
-    """The detector's evidence images (BGR arrays) as JPEGs named after their role."""
-    out = []
-    for name, image in seen.images.items():
+def evidence_jpegs(images: Mapping[str, Any]) -> dict[str, bytes]:
+    """A detector's evidence images (BGR arrays) as JPEGs, by role; what is not a picture is left out."""
+    out = {}
+    for name, image in images.items():
+        if isinstance(image, bytes):
+            out[name] = image  # already encoded
+            continue
         if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
             continue
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         if ok:
-            out.append(EvidenceFile(f"detector_{name}.jpg", jpeg.tobytes()))
+            out[name] = jpeg.tobytes()
     return out
+
+
+def _crops(seen: Seen) -> list[EvidenceFile]:
+    """The detector's evidence images as files named after their role (see `evidence_jpegs`)."""
+    return [EvidenceFile(f"detector_{name}.jpg", jpeg) for name, jpeg in evidence_jpegs(seen.images).items()]
 
 
 def snapshot_command(cameras: CamerasComponent, store: EvidenceStore,

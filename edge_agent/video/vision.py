@@ -1,8 +1,10 @@
 """Cameras meet detectors: frames go to the detectors each camera lists, detections become violations.
 
 Which detectors exist, their parameters and how each is built come from the registry in
-detectors/registry.py; this module gives each camera one worker thread, one model pool and,
-per analysed frame, one `SharedFeatures` so detectors on a camera share backbone passes.
+detectors/registry.py; this module gives each camera one worker thread and, per analysed
+frame, one `SharedFeatures` so detectors on a camera share backbone passes. Models are
+loaded once for the whole box (one `ModelPool`): each interpreter is locked for a pass, and
+a camera waits only when another camera's pass on that model is running (`health()` counts it).
 
 Detectors know tracks and persistence (a plume confirmed over 3 analyses, a zone uncovered
 for 30 minutes); this module only gives those confirmations the violation life cycle
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +35,11 @@ from edge_agent.clock import SYSTEM_CLOCK, Clock
 from edge_agent.config.cameras import CameraConfig
 from edge_agent.config.detectors import DetectorsConfig
 from edge_agent.config.rules import Timing
+from edge_agent.heap import HeapTrim
 from edge_agent.rules.tracker import Condition, Tracker
 from edge_agent.types import Seen, Violation
 from edge_agent.video.activity import Activity, ActivityLog
+from edge_agent.video.evidence import evidence_jpegs
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +56,11 @@ def build_detectors(camera: CameraConfig, detectors: DetectorsConfig, pool: Mode
 
 
 class _CameraWorker:
-    """One camera's detectors, their model pool and the thread that runs them."""
+    """One camera's detectors and the thread that runs them."""
 
-    def __init__(self, camera_id: str, detectors: list[Detector], pool: ModelPool, vision: Vision):
+    def __init__(self, camera_id: str, detectors: list[Detector], vision: Vision):
         self.camera_id = camera_id
         self.detectors = detectors
-        self.pool = pool
         self.vision = vision
         # A one-frame slot: the capture thread never waits on a detector, and a slow box
         # analyses the newest frame rather than a backlog.
@@ -84,6 +88,8 @@ class _CameraWorker:
             if item is None:
                 return
             self.vision.analyse(item)
+            del item  # not the last frame's 6 MB while waiting for the next
+            self.vision.heap.maybe()  # what this frame's arrays freed goes back to the kernel
 
 
 class Vision:
@@ -98,18 +104,23 @@ class Vision:
         self.clock = clock
         self.errors: dict[str, str] = {}
         self._workers: dict[str, _CameraWorker] = {}
+        # One pool for the box: each model loaded once, whichever cameras run it (heads a site
+        # trained with `edge-agent adapt` win).
+        self.pool = ModelPool(adapted_dir=adapted_dir)
         for cam in cameras:
             if not cam.enabled or not cam.detectors:
                 continue
-            pool = ModelPool(adapted_dir=adapted_dir)  # heads a site trained (`edge-agent adapt`) win
             try:
-                built = build_detectors(cam, detectors, pool)
+                built = build_detectors(cam, detectors, self.pool)
             except Exception as exc:  # a bad model file must not take the cameras down
                 self.errors[cam.id] = str(exc)
                 log.error("camera %s: detectors not started: %s", cam.id, exc)
                 continue
-            self._workers[cam.id] = _CameraWorker(cam.id, built, pool, self)
+            self._workers[cam.id] = _CameraWorker(cam.id, built, self)
+        self.heap = HeapTrim(every_s=10.0)
         self._trackers: dict[str, Tracker] = {}
+        # tracker key -> (clock.monotonic(), figures, message) of its last report
+        self._reported: dict[str, tuple[float, dict[str, Any], str]] = {}
         self._kinds = registry.violation_kinds()  # which detection kinds are violations, and how
         self._lock = threading.Lock()
         self.analysed = 0
@@ -133,7 +144,7 @@ class Vision:
         return {"state": "degraded" if self.errors else "ok", "cameras": sorted(self._workers),
                 "analysed": self.analysed, "dropped": self.dropped, "errors": dict(self.errors),
                 "ms_last": {k: round(v, 1) for k, v in self.ms_last.items()},
-                "models": {cam: w.pool.loaded() for cam, w in self._workers.items()}}
+                "models": self.pool.loaded(), "inference": self.pool.contention(), "heap_trims": self.heap.trims}
 
     def detectors(self, camera_id: str) -> list[Detector]:
         worker = self._workers.get(camera_id)
@@ -155,7 +166,7 @@ class Vision:
         worker = self._workers.get(frame.camera_id)
         if worker is None:
             return
-        shared = SharedFeatures(frame.image, worker.pool)
+        shared = SharedFeatures(frame.image, self.pool)
         for det in worker.detectors:
             t0 = time.perf_counter()
             try:
@@ -167,7 +178,38 @@ class Vision:
             self.ms_last[det.name] = (time.perf_counter() - t0) * 1000
             for detection in found:
                 self.on_detection(detection)
+        self.lapse(frame.camera_id, frame.time)
         self.analysed += 1
+
+    def lapse(self, camera_id: str, now: datetime) -> None:
+        """End the camera's lasting violations whose track has not been reported for `clear_s`; forget idle trackers.
+
+        A detector reports a track unconfirmed while it still sees it, but a plume that blew
+        away or a vehicle that left is simply not reported again: without this its violation
+        would stay open for ever. The lapse counts from the last report on the monotonic
+        clock, so a detector that looks only every few seconds (bare_soil) keeps its track.
+        """
+        mono = self.clock.monotonic()
+        ended: list[Violation] = []
+        with self._lock:
+            for key, tracker in list(self._trackers.items()):
+                if tracker.source != camera_id:
+                    continue
+                last, figures, message = self._reported.get(key, (mono, {}, ""))
+                if tracker.active and mono - last >= tracker.timing.clear_s:
+                    # clear since the last report (or since an earlier unconfirmed one), and now
+                    violation = (tracker.update(now, Condition.CLEAR, figures, message, elapsed=last)
+                                 or tracker.update(now, Condition.CLEAR, figures, message, elapsed=mono))
+                    if violation is not None:
+                        ended.append(violation)
+                if not tracker.active and (tracker.last_end is None
+                                           or mono - tracker.last_end >= tracker.timing.cooldown_s):
+                    del self._trackers[key]  # past its cooldown: a new track starts afresh
+                    self._reported.pop(key, None)
+        for violation in ended:
+            log.info("%s on %s: no longer seen for %.0f s, ended", violation.kind, camera_id,
+                     self._kinds[violation.kind].clear_s)
+            self.report(violation)
 
     # --- detections out ---------------------------------------------------------------------------
 
@@ -185,28 +227,39 @@ class Vision:
             return  # not a violation (e.g. a washed vehicle's exit, a covered load)
         figures = _figures(d)
         message = how.text.format_map(_Safe(figures))
-        seen = Seen(d.camera, message, tuple(d.regions), dict(d.images))
         if how.moment:
             if d.confirmed:
                 key = f"{kind}:{d.camera}:{d.key}"
                 for state in ("started", "ended"):
                     self.report(Violation(kind, state, key, d.time, d.time, d.camera, figures, message,
-                                          seen=seen if state == "started" else None))
+                                          seen=_seen(d, message) if state == "started" else None))
             return
         timing = Timing(min_duration_s=0, clear_s=how.clear_s, cooldown_s=how.cooldown_s,
                         ongoing_every_s=how.ongoing_every_s)
+        key = f"{kind}:{d.camera}:{d.key}"
         with self._lock:
-            tracker = self._trackers.get(f"{kind}:{d.camera}:{d.key}")
+            tracker = self._trackers.get(key)
             if tracker is None:
                 if not d.confirmed:
                     return
-                tracker = self._trackers[f"{kind}:{d.camera}:{d.key}"] = Tracker(kind, d.camera, timing)
+                tracker = self._trackers[key] = Tracker(kind, d.camera, timing)
+            self._reported[key] = (self.clock.monotonic(), figures, message)
             violation = tracker.update(d.time, Condition.OVER if d.confirmed else Condition.CLEAR, figures, message,
                                        elapsed=self.clock.monotonic())
         if violation is not None:
             if violation.state == "started":
-                violation = replace(violation, seen=seen)
+                violation = replace(violation, seen=_seen(d, message))
             self.report(violation)
+
+
+def _seen(d: Detection, message: str) -> Seen:
+    """What was seen, its pictures already JPEG (as the bundle will hold them).
+
+    A started violation stays in memory while it is open (the violation path's open map, the
+    evidence queue): a 1080p BGR snapshot is 6 MB there, its JPEG ~0.3 MB. Made only for a
+    started violation: a confirmed plume or zone is reported every frame.
+    """
+    return Seen(d.camera, message, tuple(d.regions), evidence_jpegs(d.images))
 
 
 def _replace(slot: queue.Queue[Any], item: Any) -> bool:

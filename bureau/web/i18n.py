@@ -1,0 +1,161 @@
+"""Labels in Chinese and English; the console shows one language at a time (toggle in the header)."""
+
+from __future__ import annotations
+
+LANGS = ("zh", "en")
+
+LABELS: dict[str, tuple[str, str]] = {
+    "title": ("工地远程监管平台", "Site supervision console"),
+    "fleet": ("设备总览", "Fleet"),
+    "live": ("实时事件", "Live events"),
+    "audit": ("操作审计", "Audit log"),
+    "keys": ("设备密钥", "Device keys"),
+    "users": ("用户", "Users"),
+    "refused": ("拒收消息", "Refused messages"),
+    "logout": ("退出", "Log out"),
+    "login": ("登录", "Log in"),
+    "username": ("用户名", "User name"),
+    "password": ("密码", "Password"),
+    "login_failed": ("用户名或密码错误", "Wrong user name or password"),
+    "login_blocked": ("尝试次数过多，请稍后再试", "Too many attempts; try again later"),
+    "site": ("工地", "Site"),
+    "device": ("设备", "Device"),
+    "state": ("状态", "State"),
+    "online": ("在线", "Online"),
+    "offline": ("离线", "Offline"),
+    "unknown": ("未知", "Unknown"),
+    "since": ("自", "since"),
+    "clock": ("时钟同步", "Clock synced"),
+    "clock_ok": ("已同步", "synced"),
+    "clock_bad": ("未同步", "not synced"),
+    "backlog": ("待发积压", "Outbox backlog"),
+    "health": ("部件状态", "Component health"),
+    "open_violations": ("未结违规", "Open violations"),
+    "evidence_failed": ("证据校验失败", "Evidence failed"),
+    "key": ("密钥", "Key"),
+    "key_none": ("未见", "none seen"),
+    "key_pending": ("待批准", "pending approval"),
+    "key_registered": ("已登记", "registered"),
+    "key_changed": ("密钥变更！", "KEY CHANGED!"),
+    "day": ("日期", "Day"),
+    "show": ("显示", "Show"),
+    "prev_day": ("前一天", "Previous day"),
+    "next_day": ("后一天", "Next day"),
+    "noise_chart": ("噪声 LAeq / Lmax（每分钟）", "Noise LAeq / Lmax (per minute)"),
+    "dust_chart": ("扬尘均值（每分钟）", "Dust means (per minute)"),
+    "limit": ("限值", "limit"),
+    "night": ("夜间", "night"),
+    "timeline": ("事件时间线", "Event timeline"),
+    "events": ("事件", "Events"),
+    "no_events": ("暂无事件", "No events"),
+    "no_data": ("当天无数据", "No data for this day"),
+    "kind": ("类型", "Kind"),
+    "started": ("开始", "Started"),
+    "ongoing": ("持续", "Ongoing"),
+    "ended": ("结束", "Ended"),
+    "figures": ("数据", "Figures"),
+    "evidence": ("证据", "Evidence"),
+    "snapshot": ("抓拍", "Snapshot"),
+    "clip": ("视频片段", "Video clip"),
+    "readings": ("读数窗口", "Readings window"),
+    "signature_valid": ("签名有效", "Signature valid"),
+    "signature_failed": ("签名/哈希校验失败", "Signature or hashes FAILED"),
+    "signature_unverified": ("完整，但设备密钥未登记", "Intact, device key not registered"),
+    "signature_pending": ("校验中", "Being checked"),
+    "signature_incomplete": ("证据未收全", "Evidence incomplete"),
+    "chain_intact": ("证据链完整", "Chain intact"),
+    "chain_first": ("证据链起点", "Chain start"),
+    "chain_gap": ("证据链缺失前一份", "Chain gap before this"),
+    "chain_broken": ("证据链断裂", "Chain BROKEN"),
+    "clock_synced": ("时钟已同步", "Clock synced"),
+    "clock_unsynced": ("时钟未同步", "Clock NOT synced"),
+    "fingerprint": ("密钥指纹", "Key fingerprint"),
+    "download": ("下载证据包（zip）", "Download evidence (zip)"),
+    "files": ("文件", "Files"),
+    "sha256": ("SHA-256", "SHA-256"),
+    "problems": ("问题", "Problems"),
+    "commands": ("远程指令", "Commands"),
+    "send": ("发送", "Send"),
+    "shout": ("喊话", "Shout"),
+    "preset": ("预置语音", "Preset clip"),
+    "text": ("文字", "Text"),
+    "spray": ("喷淋", "Spray"),
+    "strobe": ("警示灯", "Strobe"),
+    "snapshot_cmd": ("抓拍", "Snapshot"),
+    "ping": ("连通测试", "Ping"),
+    "on": ("开", "on"),
+    "off": ("关", "off"),
+    "duration": ("时长（秒）", "Duration (s)"),
+    "history": ("指令记录", "Command history"),
+    "sent": ("已发送", "sent"),
+    "accepted": ("已接受", "accepted"),
+    "done": ("已完成", "done"),
+    "failed": ("失败", "failed"),
+    "refused_ack": ("被拒绝", "refused"),
+    "by": ("操作人", "by"),
+    "viewer_only": ("您是只读用户，不能发送指令。", "You are a viewer: you cannot send commands."),
+    "chain_gaps": ("证据链缺口", "Evidence chain gaps"),
+    "none": ("无", "none"),
+    "bundles": ("证据包", "Evidence bundles"),
+    "register": ("登记", "Register"),
+    "approve": ("批准所见密钥", "Approve the key seen"),
+    "public_key": ("公钥（base64）", "Public key (base64)"),
+    "role": ("角色", "Role"),
+    "add_user": ("添加用户", "Add user"),
+    "time": ("时间", "Time"),
+    "user": ("用户", "User"),
+    "action": ("操作", "Action"),
+    "target": ("对象", "Target"),
+    "detail": ("详情", "Detail"),
+    "reason": ("原因", "Reason"),
+    "topic": ("主题", "Topic"),
+    "version": ("版本", "Version"),
+    "uptime": ("运行时长", "Uptime"),
+    "registered_key": ("登记密钥", "Registered key"),
+    "seen_key": ("设备所用密钥", "Key the box signs with"),
+    "live_hint": ("新事件会自动出现，无需刷新。", "New events appear here without reloading."),
+    "forbidden": ("无权限", "Not allowed"),
+    "not_found": ("未找到", "Not found"),
+    "csrf": ("表单已过期，请重试", "The form expired; try again"),
+    "open": ("未结", "open"),
+    "value": ("数值", "Value"),
+    "all_sites": ("全部工地", "All sites"),
+    "total": ("设备总数", "Devices"),
+}
+
+KINDS: dict[str, tuple[str, str]] = {
+    "noise_over_limit": ("噪声超标", "Noise over limit"),
+    "noise_early_warning": ("噪声预警", "Noise early warning"),
+    "night_lmax": ("夜间突发噪声", "Night Lmax"),
+    "night_work": ("夜间施工", "Night work"),
+    "dust_over_limit": ("扬尘超标", "Dust over limit"),
+    "dust_early_warning": ("扬尘预警", "Dust early warning"),
+    "bare_soil": ("裸土未覆盖", "Bare soil"),
+    "unwashed_vehicle": ("车辆未冲洗", "Unwashed vehicle"),
+    "black_smoke": ("黑烟", "Black smoke"),
+    "camera_tamper": ("摄像头遮挡/移位", "Camera tamper"),
+    "device_fault": ("设备故障", "Device fault"),
+}
+
+ICONS = {"noise_over_limit": "noise", "noise_early_warning": "noise", "night_lmax": "moon", "night_work": "moon",
+         "dust_over_limit": "dust", "dust_early_warning": "dust", "bare_soil": "soil", "unwashed_vehicle": "truck",
+         "black_smoke": "smoke",
+         "camera_tamper": "camera", "device_fault": "wrench"}
+
+
+def label(key: str, lang: str) -> str:
+    pair = LABELS.get(key)
+    if pair is None:
+        return key
+    return pair[0] if lang == "zh" else pair[1]
+
+
+def kind_label(kind: str, lang: str) -> str:
+    pair = KINDS.get(kind)
+    if pair is None:
+        return kind
+    return pair[0] if lang == "zh" else pair[1]
+
+
+def kind_icon(kind: str) -> str:
+    return ICONS.get(kind, "alert")

@@ -1,0 +1,31 @@
+"""Shared by the bureau tests: a store in a temp dir, a simulated box, and applying its messages."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bureau.messages import parse
+from bureau.simulate import Message, SimBox
+from bureau.store import Applied, FsEvidenceFiles, SQLiteStore
+from bureau.verify import verify_one
+
+PREFIX = "edge/v1"
+
+
+def make_store(tmp: Path) -> tuple[SQLiteStore, FsEvidenceFiles]:
+    files = FsEvidenceFiles(tmp / "evidence")
+    return SQLiteStore(tmp / "bureau.sqlite", files), files
+
+
+def feed(store: SQLiteStore, messages: list[Message]) -> Applied:
+    records = [r for r in (parse(t, p, PREFIX) for t, p, _ in messages) if r is not None]
+    return store.apply(records, time.time())
+
+
+def verify_ready(store: SQLiteStore, files: FsEvidenceFiles, applied: Applied) -> dict[str, str]:
+    return {b: verify_one(store, files, s, d, b) for s, d, b in applied.bundles_ready}
+
+
+def box(tmp: Path, site: str = "sz-nanshan-0001", device: str = "crane-1") -> SimBox:
+    return SimBox(site, device, tmp / f"box-{site}-{device}")
