@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,23 @@ def test_bundle_holds_the_readings_window_hashes_and_a_valid_signature(tmp_path:
     assert ev.hash == hashlib.sha256((ev.path / MANIFEST).read_bytes()).hexdigest()
     report = verify_bundle(ev.path, signer.public)
     assert report.ok, report.problems
+
+
+def test_a_clip_is_moved_into_the_bundle_and_hashed_in_pieces(tmp_path: Path, signer: Signer):
+    """A clip (megabytes) goes in by `move_from`: not left behind, hashed whole across 1 MB pieces."""
+    clips = tmp_path / "video-clips"
+    clips.mkdir()
+    clip = clips / "cam1.mp4"
+    content = os.urandom((3 << 20) + 12345)  # over three hashing pieces
+    clip.write_bytes(content)
+    store = make_store(tmp_path / "evidence", signer)
+    ev = store.for_violation(violation(), readings(), [EvidenceFile("clip.mp4", move_from=clip)])
+    assert not clip.exists()
+    entry = {f["name"]: f for f in ev.manifest["files"]}["clip.mp4"]
+    assert entry == {"name": "clip.mp4", "sha256": hashlib.sha256(content).hexdigest(), "size": len(content),
+                     "media_type": "video/mp4"}
+    assert (ev.path / "clip.mp4").read_bytes() == content
+    assert verify_bundle(ev.path, signer.public).ok
 
 
 def test_chain_continues_across_restarts_and_verifies(tmp_path: Path, signer: Signer):

@@ -15,20 +15,14 @@ import threading
 import time
 from pathlib import Path
 
+from edge_agent.cli._common import host_port
+
 NAME = "demo-console"
 HELP = "the console for `edge-agent demo` (started by `edge-agent demo --with-console`)"
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    try:
-        return (host or "127.0.0.1", int(port))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mqtt", type=_host_port, required=True, metavar="HOST:PORT", help="the demo's broker")
+    parser.add_argument("--mqtt", type=host_port, required=True, metavar="HOST:PORT", help="the demo's broker")
     parser.add_argument("--demo-out", type=Path, required=True, help="the demo's --out folder")
     parser.add_argument("--port", type=int, default=8080, help="web console port on 127.0.0.1 (default 8080)")
 

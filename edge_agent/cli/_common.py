@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -26,3 +27,12 @@ def load_checked_or_report(path: Path) -> Loaded | None:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return None
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """argparse type for `HOST:PORT` (a bare `:PORT` means 127.0.0.1)."""
+    host, _, port = text.rpartition(":")
+    try:
+        return (host or "127.0.0.1", int(port))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from edge_agent.cli._common import host_port
 from edge_agent.config.logging import LoggingConfig
 from edge_agent.logsetup import setup_logging
 
@@ -16,17 +17,9 @@ NAME = "demo"
 HELP = "run a simulated site (meters, broker, console view) with no hardware"
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    try:
-        return (host or "127.0.0.1", int(port))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for data and evidence")
-    parser.add_argument("--mqtt", type=_host_port, metavar="HOST:PORT",
+    parser.add_argument("--mqtt", type=host_port, metavar="HOST:PORT",
                         help="use this broker instead of the embedded one")
     parser.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0: run until Ctrl-C)")
     parser.add_argument("--quiet", action="store_true", help="no console view")

@@ -58,16 +58,21 @@ GENESIS_HASH = "0" * 64
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 BUNDLE_DIR = re.compile(r"(\d{8})-\d{8}T\d{6}Z-[0-9a-f]{4}")
 MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".mp4": "video/mp4",
-               ".json": "application/json", ".csv": "text/csv", ".txt": "text/plain"}
+               ".json": "application/json", ".csv": "text/csv", ".txt": "text/plain", ".ogg": "audio/ogg"}
 
 
 @dataclass(frozen=True)
 class EvidenceFile:
-    """One file to put in a bundle; `media_type` defaults from the name's extension."""
+    """One file to put in a bundle; `media_type` defaults from the name's extension.
+
+    Either `data`, or `move_from`: a file (a video clip, megabytes) that the store moves into
+    the bundle and hashes as it goes, so the bundle never holds it in memory.
+    """
 
     name: str
-    data: bytes
+    data: bytes = b""
     media_type: str = ""
+    move_from: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -187,10 +192,13 @@ class EvidenceStore:
         try:
             entries = []
             for f in files:
-                _write_durably(tmp / f.name, f.data)
+                if f.move_from is not None:
+                    digest_f, size = _move_durably(f.move_from, tmp / f.name)
+                else:
+                    _write_durably(tmp / f.name, f.data)
+                    digest_f, size = sha256_hex(f.data), len(f.data)
                 media = f.media_type or MEDIA_TYPES.get(Path(f.name).suffix.lower(), "application/octet-stream")
-                entries.append({"name": f.name, "sha256": sha256_hex(f.data), "size": len(f.data),
-                                "media_type": media})
+                entries.append({"name": f.name, "sha256": digest_f, "size": size, "media_type": media})
             manifest: dict[str, Any] = {
                 "format": FORMAT, "id": bundle_id, "seq": seq, "site": self.site, "device": self.device,
                 "created": iso(created), "clock_synchronized": self.clock_sync(),
@@ -316,6 +324,25 @@ def _write_durably(path: Path, data: bytes, *, atomic: bool = False) -> None:
     if atomic:
         os.replace(target, path)
         _fsync_dir(path.parent)
+
+
+def _move_durably(source: Path, path: Path) -> tuple[str, int]:
+    """Move `source` to `path` (a rename on one filesystem, else a copy) and fsync it; (SHA-256, size).
+
+    Hashed in 1 MB pieces: a clip is never read into memory whole. The source is gone after.
+    """
+    try:
+        os.replace(source, path)
+    except OSError:  # another filesystem: copy, then drop the source
+        shutil.copyfile(source, path)
+        source.unlink(missing_ok=True)
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb+") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+        os.fsync(fh.fileno())
+    return h.hexdigest(), size
 
 
 def _fsync_dir(path: Path) -> None:

@@ -59,8 +59,7 @@ class CameraEvidence:
             files += _crops(seen)
         try:
             clip = self.cameras.clip(camera, violation.time)  # the ring holds seconds, not the whole breach
-            files.append(EvidenceFile("clip.mp4", clip.read_bytes()))
-            clip.unlink(missing_ok=True)  # the bundle holds its own copy
+            files.append(EvidenceFile("clip.mp4", move_from=clip))  # moved into the bundle, never read whole
         except Exception as exc:
             log.warning("evidence clip from %s failed: %s", camera, exc)
         return files
