@@ -5,7 +5,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 # The bureau's console: pure-Python wheels on PyPI for x86_64 and aarch64 alike.
-BUREAU = ["starlette>=0.40", "uvicorn>=0.30", "Jinja2>=3.1", "python-multipart>=0.0.9"]
+BUREAU = ["starlette>=0.40", "uvicorn>=0.30", "Jinja2>=3.1", "python-multipart>=0.0.9",
+          # a city's store: PostgreSQL through psycopg 3 (binary wheels for x86_64 and aarch64) and its pool
+          "psycopg[binary]>=3.1", "psycopg-pool>=3.2"]
 
 setup(
     name="edge-agent",
@@ -21,8 +23,8 @@ setup(
     package_dir={"": "."},
     include_package_data=True,
     package_data={
-        "edge_agent": ["py.typed"],
-        "bureau": ["web/templates/*.html", "web/static/*"],
+        "edge_agent": ["py.typed", "sound/models/*"],  # YAMNet, its class map, card and licence
+        "bureau": ["web/templates/*.html", "web/static/*", "store/migrations/*.sql"],
         "detectors": ["models/*.tflite", "models/*.yaml", "models/*.csv", "models/*.npz", "models/*.txt",
                       "training/README.md", "training/*.csv"],
     },
@@ -44,6 +46,7 @@ setup(
         "av>=14",
         "Pillow>=10.1",
         "ai-edge-litert>=1.0",
+        "scipy>=1.10",  # the microphone's weighting filters (sosfilt); aarch64 wheels on PyPI
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-xdist>=3.5", "ruff>=0.5", "mypy>=1.8", "types-PyYAML", "amqtt>=0.11",

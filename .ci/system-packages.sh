@@ -12,3 +12,6 @@ $SUDO apt-get install -y -qq --no-install-recommends \
   gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly systemd fonts-wqy-microhei \
   chromium chromium-driver >/dev/null
+# The bureau's city store tests: a throw-away PostgreSQL cluster (tests/pg.py runs initdb/pg_ctl
+# from /usr/lib/postgresql/*/bin; Debian's own service cluster is not used).
+$SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null

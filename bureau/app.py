@@ -13,6 +13,7 @@ from bureau.hub import Hub
 from bureau.ingest import Ingest
 from bureau.store import EvidenceFiles, Store, open_store
 from bureau.verify import Verifier
+from bureau.voice import VoiceInbox, registered_key, voice_dir
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +27,12 @@ class Console:
         self.files = files
         self.hub = Hub()
         self.verifier = Verifier(store, files, on_result=self._verified)
-        self.ingest = Ingest(config, store, self.verifier, self.hub)
+        self.ingest = Ingest(config, store, self.verifier, self.hub, subscribe=config.ingest.in_console)
         self.signer = bureau_signer(config.key_file)
         self.sender = CommandSender(store, self.signer, self.ingest.publish, config.mqtt.topic_prefix,
                                     config.commands.lifetime_s)
+        self.voice = VoiceInbox(voice_dir(config), registered_key(store))
+        self.ingest.voice = self.voice
         self.sessions = Sessions(store, config.web.session_hours)
         self.limiter = LoginLimiter(config.web.login_attempts, config.web.login_window_s)
         self._stop = threading.Event()
@@ -48,6 +51,7 @@ class Console:
         while not self._stop.wait(3600):
             try:
                 self.store.prune(time.time(), self.config.store.dedup_days)
+                self.voice.prune()
             except Exception:
                 log.exception("pruning failed")
 

@@ -49,6 +49,10 @@ class CommandSender:
     def build(self, site: str, device: str, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
         if name not in NAMES:
             raise CommandError(f"unknown command {name!r}")
+        return self.sign(site, device, name, args)
+
+    def sign(self, site: str, device: str, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        """A signed command (any the agent knows: `talk` comes from bureau/talk.py, with its audio)."""
         problem = args_problem(name, args)
         if problem:
             raise CommandError(problem)

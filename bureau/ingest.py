@@ -6,6 +6,11 @@ thread parses and applies up to `batch_max` messages per transaction; the verifi
 `$share/GROUP/PREFIX/#` so several workers split one stream (MQTT 5); the session is
 persistent (clean_session off, a session expiry under MQTT 5), so the broker keeps what
 arrives while the bureau restarts. MQTT 5 where the broker speaks it, else 3.1.1 (amqtt).
+
+Messages are acknowledged (PUBACK, paho's manual ack) only after the batch holding them is
+committed: a worker killed at any moment has acknowledged only what is stored, and the
+broker delivers the rest again (to it when it reconnects). What is delivered twice is
+stored once (the store's `msg_id` key). A store outage stalls ingest, it loses nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from paho.mqtt.properties import Properties
 
 from bureau.config.model import BureauConfig
 from bureau.hub import Hub
-from bureau.messages import parse
+from bureau.live import LiveNudges, live_topics
+from bureau.messages import Refused, parse
 from bureau.store import Applied, Store
 from bureau.verify import Verifier
 from edge_agent.config.mqtt import MqttConfig
@@ -34,15 +40,30 @@ from edge_agent.config.mqtt import MqttConfig
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 86400
+# QoS 1 messages the broker may have in flight to one worker, unacknowledged (MQTT 5 Receive Maximum).
+RECEIVE_MAXIMUM = 2000
 
 
-def build_client(cfg: MqttConfig, client_id: str, protocol: int) -> mqtt.Client:
+@dataclass(frozen=True)
+class Delivery:
+    """One message from the network thread: what it was, and how to acknowledge it once stored."""
+
+    topic: str
+    payload: bytes
+    received: float
+    mid: int = 0
+    qos: int = 0
+    link: int = 0  # the connection it came on: a PUBACK only means something on that one
+
+
+def build_client(cfg: MqttConfig, client_id: str, protocol: int, manual_ack: bool = False) -> mqtt.Client:
     """A paho client with the box's credentials and TLS settings, on a persistent session."""
     if protocol == mqtt.MQTTv5:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+                             manual_ack=manual_ack)
     else:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
-                             clean_session=False)
+                             clean_session=False, manual_ack=manual_ack)
     client.max_inflight_messages_set(100)
     client.max_queued_messages_set(0)
     if cfg.username is not None:
@@ -72,19 +93,25 @@ class IngestStats:
 
 class Ingest:
     def __init__(self, config: BureauConfig, store: Store, verifier: Verifier, hub: Hub | None = None,
-                 on_applied: Callable[[Applied], None] | None = None):
+                 on_applied: Callable[[Applied], None] | None = None, subscribe: bool = True):
         self.config = config
         self.store = store
         self.verifier = verifier
         self.hub = hub
         self.on_applied = on_applied
+        self.voice: Any = None  # bureau.voice.VoiceInbox: the crews' replies, kept as files (set by the Console)
+        self.subscribe = subscribe  # False: connected to publish (commands) and for the live feed; workers ingest
         self.prefix = config.mqtt.topic_prefix.strip("/")
+        self.live = LiveNudges(hub, self.prefix) if hub is not None and not subscribe else None
         self.stats = IngestStats()
-        self._queue: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue(config.ingest.queue_max)
+        self._queue: queue.Queue[Delivery | None] = queue.Queue(config.ingest.queue_max)
+        self._link = 0
+        self._abandon = False
         self._stop = threading.Event()
         self._writer = threading.Thread(target=self._write_loop, name="bureau-writer", daemon=True)
         self.client: mqtt.Client | None = None
         self._connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker confirmed the subscription (SUBACK)
 
     # --- network ------------------------------------------------------------------------------
 
@@ -121,10 +148,11 @@ class Ingest:
 
     def _make(self, protocol: int) -> mqtt.Client:
         cfg = self.config.mqtt
-        client = build_client(cfg, cfg.client_id or "edge-bureau", protocol)
+        client = build_client(cfg, cfg.client_id or "edge-bureau", protocol, manual_ack=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _connect(self, client: mqtt.Client, protocol: int) -> None:
@@ -132,6 +160,7 @@ class Ingest:
         if protocol == mqtt.MQTTv5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.ReceiveMaximum = min(RECEIVE_MAXIMUM, self.config.ingest.queue_max)
             client.connect_async(cfg.host, cfg.port, cfg.keepalive_s, clean_start=False, properties=props)
         else:
             client.connect_async(cfg.host, cfg.port, cfg.keepalive_s)
@@ -141,12 +170,27 @@ class Ingest:
             self.stats.last_error = f"broker refused the connection: {reason}"
             log.error("%s", self.stats.last_error)
             return
+        self._link += 1
         self.stats.connected = True
         self.stats.protocol = "5" if client.protocol == mqtt.MQTTv5 else "3.1.1"
         self.stats.last_error = ""
-        client.subscribe(self.subscription, qos=1)
-        log.info("ingest connected (MQTT %s), subscribed to %s", self.stats.protocol, self.subscription)
+        if self.subscribe:
+            client.subscribe(self.subscription, qos=1)
+        else:
+            # A session kept from when this console ingested itself would still deliver everything.
+            client.unsubscribe(sorted({f"{self.prefix}/#", self.subscription}))
+            if self.live is not None:
+                client.subscribe(live_topics(self.prefix))
+        log.info("ingest connected (MQTT %s), %s", self.stats.protocol,
+                 f"subscribed to {self.subscription}" if self.subscribe else "not subscribed (workers ingest)")
         self._connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        if any(getattr(r, "is_failure", False) for r in reasons):
+            self.stats.last_error = f"the broker refused the subscription {self.subscription}: {reasons}"
+            log.error("%s", self.stats.last_error)
+            return
+        self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was_connected, self.stats.connected = self.stats.connected, False
@@ -156,7 +200,16 @@ class Ingest:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         # The network thread only queues: parsing, storing and verifying happen elsewhere.
-        self._queue.put((message.topic, bytes(message.payload), time.time()))
+        if self._stop.is_set():
+            return  # not acknowledged: the broker keeps it for the next start
+        if not self.subscribe:
+            if self.live is not None:
+                self.live.note(message.topic)
+            if message.qos:
+                client.ack(message.mid, message.qos)  # heard, not stored: the workers store it
+            return
+        self._queue.put(Delivery(message.topic, bytes(message.payload), time.time(), message.mid, message.qos,
+                                 self._link))
 
     def publish(self, topic: str, payload: bytes, timeout: float = 5.0) -> bool:
         """Publish one message (QoS 1) and wait for the broker's PUBACK."""
@@ -171,21 +224,24 @@ class Ingest:
         return info.is_published()
 
     def stop(self) -> None:
+        """Store and acknowledge what was received, then leave (the session stays with the broker)."""
         self._stop.set()
+        self._queue.put(None)
+        self._writer.join(30)
         if self.client is not None:
-            self.client.loop_stop()
             try:
                 self.client.disconnect()
             except Exception:
                 pass
-        self._queue.put(None)
-        self._writer.join(10)
+            self.client.loop_stop()
+        if self.live is not None:
+            self.live.stop()
 
     # --- the writer ---------------------------------------------------------------------------
 
     def submit(self, topic: str, payload: bytes) -> None:
         """Queue a message as if it came from the broker (tests, replays)."""
-        self._queue.put((topic, payload, time.time()))
+        self._queue.put(Delivery(topic, payload, time.time()))
 
     def _write_loop(self) -> None:
         cfg = self.config.ingest
@@ -211,23 +267,72 @@ class Ingest:
                     stop = True
                     break
                 batch.append(nxt)
-            try:
-                self._apply(batch)
-            except Exception as exc:
-                self.stats.last_error = f"store: {exc}"
-                log.exception("a batch of %d message(s) could not be stored", len(batch))
+            if self._store(batch):
+                self._ack(batch)
             if stop:
                 return
 
-    def _apply(self, batch: list[tuple[str, bytes, float]]) -> None:
+    def _ack(self, batch: list[Delivery]) -> None:
+        client = self.client
+        if client is None:
+            return
+        for d in batch:
+            if d.qos > 0 and d.link == self._link:
+                client.ack(d.mid, d.qos)
+
+    def _store(self, batch: list[Delivery]) -> bool:
+        """Apply the batch; True once every message in it is stored (or refused with a reason).
+
+        An unreachable store is waited for; a message that breaks the batch otherwise is kept
+        apart as refused, so one bad message cannot hold the others back."""
+        if self._abandon:
+            return False
+        delay = 0.5
+        parts = [batch]
+        while parts:
+            part = parts[0]
+            try:
+                self._apply(part)
+                parts.pop(0)
+                delay = 0.5
+                continue
+            except Exception as exc:
+                self.stats.last_error = f"store: {exc}"
+                if not self.store.outage(exc) and len(part) > 1:
+                    log.warning("a batch of %d message(s) failed (%s); storing them one by one", len(part), exc)
+                    parts[:1] = [[d] for d in part]
+                    continue
+                if not self.store.outage(exc):
+                    log.exception("a message on %s cannot be stored; kept as refused", part[0].topic)
+                    try:
+                        self.store.apply([Refused(part[0].topic[:200], f"could not be stored: {str(exc)[:200]}",
+                                                  len(part[0].payload))], part[0].received)
+                        self.stats.refused += 1
+                        parts.pop(0)
+                        continue
+                    except Exception as exc2:
+                        exc = exc2
+                log.error("store unavailable (%s); ingest waits %.1f s and tries again", exc, delay)
+            if self._stop.wait(delay):
+                self._abandon = True  # stopping with the store away: what is left waits at the broker
+                return False  # not acknowledged: the broker delivers it again
+            delay = min(delay * 2, 30.0)
+        return True
+
+    def _apply(self, batch: list[Delivery]) -> None:
         cfg = self.config.ingest
         records = []
-        for topic, payload, _received in batch:
-            rec = parse(topic, payload, self.prefix, max_json=cfg.max_json_kb * 1024,
+        for d in batch:
+            if self.voice is not None and d.topic.endswith("/voice"):  # PREFIX/SITE/DEVICE/voice: signed audio
+                bits = d.topic.split("/")
+                if len(bits) >= 3:
+                    self.voice.accept(bits[-3], bits[-2], d.payload)
+                continue
+            rec = parse(d.topic, d.payload, self.prefix, max_json=cfg.max_json_kb * 1024,
                         max_bytes=cfg.max_message_kb * 1024)
             if rec is not None:
                 records.append(rec)
-        applied = self.store.apply(records, batch[-1][2])
+        applied = self.store.apply(records, batch[-1].received)
         s = self.stats
         s.received += len(batch)
         s.applied += applied.applied

@@ -21,7 +21,8 @@ from edge_agent.security.canonical import loads_strict
 TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a site or device id, as commands address them
 MSG_ID = re.compile(r"[\x21-\x7e]{1,128}")
 STATES = ("started", "ongoing", "ended")
-RESULTS = ("accepted", "refused", "done", "failed")
+# queued: a speaker command waits its turn; played: its final ack, with the times it was heard
+RESULTS = ("accepted", "refused", "done", "failed", "queued", "played")
 # Figures drawn on the charts, by (quantity, figure) of the 60-s measures.
 CHART_FIGURES = {("noise_la", "leq"): "leq", ("noise_la", "lmax"): "lmax"}
 DUST_QUANTITIES = ("tsp", "pm10", "pm2_5")
@@ -224,7 +225,7 @@ def _parse(site: str, device: str, leaf: list[str], payload: bytes, max_json: in
         body = _json_body(payload, site, device, max_json)
         result = body.get("result")
         if result not in RESULTS:
-            raise _Refuse("malformed: 'result' must be accepted, refused, done or failed")
+            raise _Refuse("malformed: 'result' must be accepted, refused, done, failed, queued or played")
         cid = body.get("id")
         return Ack(site, device, body["msg_id"], _epoch(body.get("time"), "time"),
                    cid if isinstance(cid, str) and len(cid) <= 128 else None, str(body.get("command") or "")[:32],

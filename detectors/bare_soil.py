@@ -249,6 +249,7 @@ SPEC = DetectorSpec(
     name=NAME, params=SoilParams, build=_build, kinds=("bare_soil",), classifier=_classifier,
     summary="grid cells of each zone classified bare / covered / hard; a zone uncovered too long is confirmed",
     needs_zones=lambda params: list(params.zones) or ["(any zone)"],
+    min_fps=0.5,  # ground cover changes over minutes (a zone is judged over duration_s): keyframes suffice
     violations={"bare_soil": ViolationKind("zone {zone}: {uncovered_ratio} of the surface uncovered", clear_s=60,
                                            cooldown_s=600, ongoing_every_s=1800)},
 )

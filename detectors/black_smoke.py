@@ -200,6 +200,7 @@ def _classifier(params: SmokeParams, pool: ModelPool) -> Any:
 SPEC = DetectorSpec(
     name=NAME, params=SmokeParams, build=_build, kinds=("black_smoke",), classifier=_classifier,
     summary="dark moving plumes checked by a classifier, graded on the Ringelmann scale, confirmed per track",
+    min_fps=0.5,  # a plume lasts minutes; HJ/T 398 reads a stack every 15 s: a keyframe every 2 s is plenty
     violations={"black_smoke": ViolationKind("black smoke, Ringelmann grade {ringelmann}", clear_s=30, cooldown_s=60,
                                              ongoing_every_s=300)},
 )

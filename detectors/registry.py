@@ -95,6 +95,13 @@ class DetectorSpec:
     `build(params, camera, pool)` makes the per-camera instance; `classifier(params, pool)`
     (optional) gives the image classifier that `eval-detector` measures; `needs_zones(params)`
     names the zones a camera must define for it (config checks warn when they are missing).
+
+    `min_fps` is the slowest analysis rate at which the detector still does its job: a camera
+    whose detectors all declare one may analyse keyframes alone when they come at least that
+    often, even below its `analysis_fps` (decoding the frames between keyframes is the dearest
+    work on the box: drivers/camera/plan.py). None: the detector follows moving things (tracks
+    of vehicles crossing a line) and needs frames at the camera's `analysis_fps`, which a
+    camera with a long GOP takes from its sub-stream.
     """
 
     name: str
@@ -105,6 +112,7 @@ class DetectorSpec:
     classifier: Callable[[Any, ModelPool], Classifier] | None = None
     needs_zones: Callable[[Any], Sequence[str]] = lambda params: ()
     violations: Mapping[str, ViolationKind] = field(default_factory=dict)  # the kinds that are violations
+    min_fps: float | None = None  # keyframes this often suffice; None: needs the camera's analysis_fps
 
     def default_params(self) -> DetectorParams:
         return self.params(type=self.name)

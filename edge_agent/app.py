@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,6 +73,11 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._clock_sync: bool | None = clock_synchronized()
+        # The config in use (its sha256, the last remote change): the status's `config`, kept by the
+        # `config` component (edge_agent/fleet/remote_config.py) when the config came from a file.
+        self.config_info: dict[str, Any] = {}
+        self._run_stop = threading.Event()
+        self.restart_reason: str | None = None  # set: `edge-agent run` starts the process again
 
     # --- registration (before start) ------------------------------------------------------------
 
@@ -129,6 +135,7 @@ class Agent:
             **self.config.place(),  # location and cameras' poses: the bureau's map places the box
             "limits": self.config.limits(),
             "config_warnings": [w.as_json() for w in self.config_warnings],
+            **({"config": dict(self.config_info)} if self.config_info else {}),
         }
 
     def _on_uplink_connected(self) -> None:
@@ -240,7 +247,9 @@ class Agent:
 
     def stop(self, timeout: float = 4.0) -> None:
         """Stop devices, tell the bureau we go offline on purpose, and flush what we can."""
-        notify("STOPPING=1")
+        # A restart (a new config) is a reload to systemd: STOPPING=1 would make it wait for the exit.
+        notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}"
+               if self.restart_reason else "STOPPING=1")
         self._stop.set()
         self.supervisor.stop_all()
         offline = None
@@ -259,9 +268,15 @@ class Agent:
         self.archive.close()
         log.info("edge-agent stopped")
 
+    def request_restart(self, reason: str) -> None:
+        """Stop as on SIGTERM, then `edge-agent run` starts the process again (same PID, same arguments)."""
+        log.warning("restart requested: %s", reason)
+        self.restart_reason = reason
+        self._run_stop.set()
+
     def run_forever(self) -> int:
-        """Run until SIGTERM/SIGINT; returns the process exit code."""
-        stop = threading.Event()
+        """Run until SIGTERM/SIGINT (or `request_restart`); returns the process exit code."""
+        stop = self._run_stop
 
         def _on_signal(signum: int, frame: Any) -> None:
             log.info("signal %s: stopping", signal.Signals(signum).name)

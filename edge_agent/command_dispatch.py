@@ -7,7 +7,10 @@ it is ignored):
     uplink.subscribe(Topics.CMD, dispatcher.on_message)
 
 Every message on `cmd/<name>` gets acks on `cmd/ack`: either one `refused` with a reason,
-or `accepted` at once and then `done`, `failed` or `refused` when the handler returns.
+or `accepted` at once and then `done`, `failed` or `refused` when the handler returns. A
+handler whose work outlives it (the speaker's: a shout is only worth acking once it was
+heard) returns `queued` with a `final` future: `queued` is acked at once, the future's
+result (`played` with its start and end times, or `failed` with the reason) when it comes.
 Nothing a sender puts on the wire raises out of `on_message`. Besides the verifier's
 reasons (security/commands.py), the dispatcher refuses with `unknown_command` (no handler
 registered), `busy` (too many still running), `shutting_down` and `internal_error`.
@@ -23,13 +26,16 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge_agent.actions.speaker_queue import Outcome
 from edge_agent.clock import SYSTEM_CLOCK, Clock, clock_synchronized
 from edge_agent.component import threads_alive
 from edge_agent.config import AgentConfig
@@ -54,14 +60,19 @@ log = logging.getLogger(__name__)
 ACK_KIND = "ack"
 
 
+FINAL_RESULTS = ("done", "failed", "refused", "played")
+
+
 @dataclass(frozen=True)
 class AckResult:
-    """What a handler reports: `done`, `failed` (with a reason) or `refused` (cannot now)."""
+    """What a handler reports: `done`, `failed` (with a reason) or `refused` (cannot now); or
+    `queued` with `final`, a future that the final one (e.g. `played`) completes later."""
 
     result: str = "done"
     reason: str = ""
     detail: str = ""
     data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    final: Future[AckResult] | None = field(default=None, compare=False)
 
 
 CommandHandler = Callable[[Command], AckResult]
@@ -78,25 +89,56 @@ def no_camera(command: Command) -> AckResult:
 class ActionsLike(Protocol):
     """What `action_handlers` needs of edge_agent.actions.Actions (errors are ValueErrors)."""
 
-    def shout(self, clip_id: str | None = None, text: str | None = None, repeats: int = 1) -> None: ...
+    def shout(self, clip_id: str | None = None, text: str | None = None, repeats: int = 1, *,
+              deadline: float | None = None, done: Callable[[Outcome], None] | None = None) -> None: ...
 
     def set_relay(self, relay_id: str, on: bool | None, duration_s: float | None = None) -> Mapping[str, Any] | None:
         ...
 
 
-def action_handlers(actions: ActionsLike) -> dict[str, CommandHandler]:
+def speaker_deadline(command: Command, now: Callable[[], datetime], skew_s: float = 0.0) -> float:
+    """The command's expiry (with the clock-skew allowance the verifier grants) on the monotonic
+    clock: the speaker drops it if not started by then."""
+    return time.monotonic() + max(0.0, (command.expires_at - now()).total_seconds() + skew_s)
+
+
+def played_ack(outcome: Outcome) -> AckResult:
+    """A speaker outcome as the command's final ack: `played` with its times, or `failed`."""
+    if outcome.result == "played":
+        return AckResult("played", data=outcome.as_data())
+    return AckResult("failed", outcome.reason, outcome.detail[:200], data=outcome.as_data())
+
+
+def speaker_future() -> tuple[Future[AckResult], Callable[[Outcome], None]]:
+    """A future for the final ack and the speaker `done` callback that completes it."""
+    final: Future[AckResult] = Future()
+    final.set_running_or_notify_cancel()
+
+    def done(outcome: Outcome) -> None:
+        if not final.done():
+            final.set_result(played_ack(outcome))
+
+    return final, done
+
+
+def action_handlers(actions: ActionsLike, *, now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                    skew_s: float = 0.0) -> dict[str, CommandHandler]:
     """shout and relay handlers (`relay`, and its aliases `spray`, `strobe`) over the speaker and relays.
 
-    `done` = queued (shout) or switched; a relay's ack carries its state just after (`on`, `mode`,
+    A shout is acked `queued`, then `played` (with the times the first sample reached the
+    speaker and the last repeat ended) or `failed` (`no_device`, `interrupted`, `expired`,
+    ...); a relay is acked `done` once switched, with its state just after (`on`, `mode`,
     and `resting_s` when its min_off_s rest delays switching on). Which relays the bureau may
     switch at all is checked before (bureau.relays_allowed, security/bureau_command.py)."""
 
     def shout(c: Command) -> AckResult:
+        final, done = speaker_future()
         try:
-            actions.shout(c.args.get("clip"), c.args.get("text"), c.args.get("repeat", 1))
+            actions.shout(c.args.get("clip"), c.args.get("text"), c.args.get("repeat", 1),
+                          deadline=speaker_deadline(c, now, skew_s), done=done)
         except ValueError as exc:  # ActionError: unknown clip, speaker disabled...
             return AckResult("failed", "action_error", str(exc)[:200])
-        return AckResult("done", detail="shout queued")
+        return AckResult("queued", detail="shout queued", final=final)
 
     def switch(c: Command) -> AckResult:
         relay = relay_of(c.name, c.args)
@@ -162,6 +204,7 @@ class CommandDispatcher:
         self.accepted = 0
         self.refused: dict[str, int] = {}
         self.acks_suppressed = 0
+        self.awaiting = 0  # `queued` commands whose final ack is still to come
         self.last_refusal = ""
         self._stopped = True  # until start(): commands are refused as `shutting_down`
 
@@ -241,7 +284,7 @@ class CommandDispatcher:
     def _run(self, command: Command) -> None:
         try:
             result = self.handlers[command.name](command)
-            if not isinstance(result, AckResult) or result.result not in ("done", "failed", "refused"):
+            if not _valid(result):
                 result = AckResult("failed", "handler_error", f"handler returned {result!r:.80}")
         except Exception as exc:
             log.exception("command %s (%s) failed", command.id, command.name)
@@ -249,8 +292,25 @@ class CommandDispatcher:
         try:
             self._ack(Ack(command.id, command.name, result.result, result.reason, result.detail, result.data))
             log.info("command %s (%s): %s %s", command.id, command.name, result.result, result.reason)
+            if result.final is not None:
+                with self._lock:
+                    self.awaiting += 1
+                result.final.add_done_callback(lambda f: self._final(command, f))
         finally:
             self._finish()
+
+    def _final(self, command: Command, future: Future[AckResult]) -> None:
+        """The late, final ack of a `queued` command (on whichever thread completed it)."""
+        with self._lock:
+            self.awaiting -= 1
+        try:
+            result = future.result()
+            if not isinstance(result, AckResult) or result.result not in FINAL_RESULTS:
+                result = AckResult("failed", "handler_error", f"final result {result!r:.80}")
+        except Exception as exc:
+            result = AckResult("failed", "handler_error", f"{type(exc).__name__}: {exc}"[:200])
+        self._ack(Ack(command.id, command.name, result.result, result.reason, result.detail, result.data))
+        log.info("command %s (%s): %s %s", command.id, command.name, result.result, result.reason)
 
     def _finish(self) -> None:
         with self._lock:
@@ -314,8 +374,17 @@ class CommandDispatcher:
                 "refused": dict(self.refused),
                 "acks_suppressed": self.acks_suppressed,
                 "running": self._pending,
+                "awaiting_final": self.awaiting,
                 "last_refusal": self.last_refusal,
             }
+
+
+def _valid(result: object) -> bool:
+    if not isinstance(result, AckResult):
+        return False
+    if result.final is not None:
+        return result.result == "queued"
+    return result.result in FINAL_RESULTS
 
 
 def load_trusted_keys(config: AgentConfig) -> dict[str, Ed25519PublicKey]:

@@ -1,4 +1,5 @@
-"""Shared by the bureau tests: a store in a temp dir, a simulated box, and applying its messages."""
+"""Shared by the bureau tests: a store in a temp dir (SQLite, or PostgreSQL given a DSN), a simulated
+box, and applying its messages."""
 
 from __future__ import annotations
 
@@ -8,22 +9,27 @@ from pathlib import Path
 from bureau.messages import parse
 from bureau.simulate import Message, SimBox
 from bureau.store import Applied, FsEvidenceFiles, SQLiteStore
+from bureau.store.sql import SqlStore
 from bureau.verify import verify_one
 
 PREFIX = "edge/v1"
 
 
-def make_store(tmp: Path) -> tuple[SQLiteStore, FsEvidenceFiles]:
+def make_store(tmp: Path, dsn: str | None = None) -> tuple[SqlStore, FsEvidenceFiles]:
     files = FsEvidenceFiles(tmp / "evidence")
-    return SQLiteStore(tmp / "bureau.sqlite", files), files
+    if dsn is None:
+        return SQLiteStore(tmp / "bureau.sqlite", files), files
+    from bureau.store.postgres import PgStore
+
+    return PgStore(dsn, files, pool_size=4), files
 
 
-def feed(store: SQLiteStore, messages: list[Message]) -> Applied:
+def feed(store: SqlStore, messages: list[Message]) -> Applied:
     records = [r for r in (parse(t, p, PREFIX) for t, p, _ in messages) if r is not None]
     return store.apply(records, time.time())
 
 
-def verify_ready(store: SQLiteStore, files: FsEvidenceFiles, applied: Applied) -> dict[str, str]:
+def verify_ready(store: SqlStore, files: FsEvidenceFiles, applied: Applied) -> dict[str, str]:
     return {b: verify_one(store, files, s, d, b) for s, d, b in applied.bundles_ready}
 
 

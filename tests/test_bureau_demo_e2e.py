@@ -1,7 +1,7 @@
 """The whole loop in a real browser: the agent's demo site (a real box: simulated meters and cameras,
 the speaker into a WAV through ALSA's file plugin) publishing into a real Mosquitto, the console
 ingesting it. An operator sees the box online, a violation appear live, its evidence verified with
-the registered key, and presses "shout": the ack reaches done and the box's speaker records the clip.
+the registered key, and presses "shout": the ack reaches played and the box's speaker records the clip.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def test_operator_sees_the_demo_box_live_and_shouts(mosquitto: Broker, tmp_path:
         driver.get(f"{running.url}/site/{SITE}")
         full_screenshot(driver, shots / "demo-site.png")
 
-        # Shout: the ack timeline reaches done and the speaker records the clip.
+        # Shout: the ack timeline reaches played (heard, not just queued) and the speaker records the clip.
         speaker = out / "speaker.wav"
         driver.get(f"{running.url}/device/{SITE}/{DEVICE}")
         from selenium.webdriver.support.ui import Select
@@ -126,12 +126,12 @@ def test_operator_sees_the_demo_box_live_and_shouts(mosquitto: Broker, tmp_path:
         Select(driver.find_element(By.ID, "shout-clip")).select_by_value("shout")
         driver.find_element(By.ID, "btn-shout").click()
         final = wait(lambda: next((c for c in store.commands(site=SITE, device=DEVICE)
-                                   if c["state"] in ("done", "failed", "refused")), None), 60, "no final ack")
-        assert final["state"] == "done", final
-        wait(lambda: driver.find_elements(By.CSS_SELECTOR, "tr.hl .ack.done"), 10, "done not shown live")
+                                   if c["state"] in ("played", "failed", "refused")), None), 60, "no final ack")
+        assert final["state"] == "played", final
+        wait(lambda: driver.find_elements(By.CSS_SELECTOR, "tr.hl .ack.played"), 10, "played not shown live")
         row = driver.find_element(By.CSS_SELECTOR, "tr.hl")
-        assert [li.get_attribute("class").split()[-1] for li in row.find_elements(By.CSS_SELECTOR, ".ack")][:3] == \
-            ["sent", "accepted", "done"]
+        assert [li.get_attribute("class").split()[-1] for li in row.find_elements(By.CSS_SELECTOR, ".ack")][:4] == \
+            ["sent", "accepted", "queued", "played"]
         full_screenshot(driver, shots / "demo-device.png")
         from edge_agent.actions.clips import cache_key
         from edge_agent.config import load_config
@@ -146,7 +146,7 @@ def test_operator_sees_the_demo_box_live_and_shouts(mosquitto: Broker, tmp_path:
         others = [played(speaker, w) for w in (out / "data" / "clips").glob("*.wav") if w != wav]
         assert others and min(others) < 0.5, (score, others)  # the measure does tell clips apart
         audit = store.commands(site=SITE, device=DEVICE)
-        assert audit[0]["issued_by"] == "op" and audit[0]["state"] == "done"
+        assert audit[0]["issued_by"] == "op" and audit[0]["state"] == "played"
     finally:
         driver.quit()
         running.stop()

@@ -1,18 +1,43 @@
-"""The bureau's store with real agent messages: de-duplication, life cycles, evidence and keys."""
+"""The bureau's store with real agent messages: de-duplication, life cycles, evidence and keys.
+
+Every test runs on both stores: SQLite (one machine) and PostgreSQL (a city; a real cluster)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pytest
 from bureau_helpers import box, feed, make_store, verify_ready
+from pg import cluster
 
 from bureau.messages import Refused, parse
+from bureau.store import FsEvidenceFiles
+from bureau.store.sql import SqlStore
+
+Make = Callable[[Path], tuple[SqlStore, FsEvidenceFiles]]
 
 
-def test_duplicates_change_nothing_and_every_message_counts_once(tmp_path: Path):
-    store, _ = make_store(tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def make(request: pytest.FixtureRequest) -> Iterator[Make]:
+    """Opens the store under test in a temp dir (PostgreSQL: a fresh database); closes it after."""
+    dsn = cluster().fresh() if request.param == "postgres" else None
+    opened: list[SqlStore] = []
+
+    def _make(tmp: Path) -> tuple[SqlStore, FsEvidenceFiles]:
+        store, files = make_store(tmp, dsn)
+        opened.append(store)
+        return store, files
+
+    yield _make
+    for store in opened:
+        store.close()
+
+
+def test_duplicates_change_nothing_and_every_message_counts_once(tmp_path: Path, make: Make):
+    store, _ = make(tmp_path)
     b = box(tmp_path)
     status = b.status()
     now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
@@ -29,8 +54,8 @@ def test_duplicates_change_nothing_and_every_message_counts_once(tmp_path: Path)
     assert fleet[0]["health"]["meters/noise-1"] == "ok"
 
 
-def test_status_life_cycle_will_and_late_arrivals(tmp_path: Path):
-    store, _ = make_store(tmp_path)
+def test_status_life_cycle_will_and_late_arrivals(tmp_path: Path, make: Make):
+    store, _ = make(tmp_path)
     clock = [datetime.now(timezone.utc) - timedelta(hours=1)]
     b = box(tmp_path)
     b.now = lambda: clock[0]
@@ -47,8 +72,8 @@ def test_status_life_cycle_will_and_late_arrivals(tmp_path: Path):
     assert store.device(b.site, b.device)["state"] == "offline"
 
 
-def test_event_life_cycle_started_ongoing_ended(tmp_path: Path):
-    store, _ = make_store(tmp_path)
+def test_event_life_cycle_started_ongoing_ended(tmp_path: Path, make: Make):
+    store, _ = make(tmp_path)
     b = box(tmp_path)
     t0 = datetime.now(timezone.utc) - timedelta(minutes=10)
     started = b.violation("noise_over_limit", "started", t0, {"leq": 66.2, "limit": 55}, when=t0)
@@ -65,8 +90,8 @@ def test_event_life_cycle_started_ongoing_ended(tmp_path: Path):
     assert store.fleet()[0]["open_violations"] == 0
 
 
-def test_evidence_reassembled_verified_with_registered_key_and_chain_gaps(tmp_path: Path):
-    store, files = make_store(tmp_path)
+def test_evidence_reassembled_verified_with_registered_key_and_chain_gaps(tmp_path: Path, make: Make):
+    store, files = make(tmp_path)
     b = box(tmp_path)
     t0 = datetime.now(timezone.utc)
     bundles = []
@@ -96,8 +121,8 @@ def test_evidence_reassembled_verified_with_registered_key_and_chain_gaps(tmp_pa
     assert got["manifest"]["violation"]["key"] == bundles[0][0].manifest["violation"]["key"]
 
 
-def test_tampered_file_and_forged_signature_fail_and_a_changed_key_is_flagged(tmp_path: Path):
-    store, files = make_store(tmp_path)
+def test_tampered_file_and_forged_signature_fail_and_a_changed_key_is_flagged(tmp_path: Path, make: Make):
+    store, files = make(tmp_path)
     b = box(tmp_path)
     store.register_key(b.site, b.device, b.signer.public_b64, b.signer.key_id, "admin", 0)
     v = b.violation("dust_over_limit", "started", datetime.now(timezone.utc), {"avg": 210.0, "limit": 150})
@@ -129,8 +154,8 @@ def test_tampered_file_and_forged_signature_fail_and_a_changed_key_is_flagged(tm
     assert any("expected key" in p for p in store.bundle(b.site, b.device, ev2.id)["problems"])
 
 
-def test_bad_input_is_refused_and_kept_apart(tmp_path: Path):
-    store, _ = make_store(tmp_path)
+def test_bad_input_is_refused_and_kept_apart(tmp_path: Path, make: Make):
+    store, _ = make(tmp_path)
     b = box(tmp_path)
     topic, payload, _ = b.status()
     body = json.loads(payload)
@@ -155,3 +180,35 @@ def test_bad_input_is_refused_and_kept_apart(tmp_path: Path):
     assert applied.refused == len(cases) and applied.applied == 0
     assert store.fleet() == [] and len(store.refused()) == len(cases)
     assert not (tmp_path / "evidence" / b.site).exists()
+
+
+def test_text_postgres_cannot_hold_is_kept_not_fatal(tmp_path: Path, make: Make):
+    """A JSON string may carry U+0000, which PostgreSQL text refuses: the event is stored, the byte marked."""
+    store, _ = make(tmp_path)
+    b = box(tmp_path)
+    t0 = datetime.now(timezone.utc)
+    v = b.violation("noise_over_limit", "started", t0, {"leq": 66.0, "limit": 55}, message="超标\x00!", when=t0)
+    applied = feed(store, [b.event(v)])
+    assert applied.applied == 1
+    [ev] = store.events()
+    assert ev["message"] in ("超标\x00!", "超标\ufffd!")
+
+
+def test_a_late_step_never_replaces_a_final_command_result(tmp_path: Path, make: Make):
+    """Acks may overtake each other (a backlog, two workers): 'played' stays once it has arrived."""
+    store, _ = make(tmp_path)
+    b = box(tmp_path)
+    now = datetime.now(timezone.utc)
+    for cid in ("c-1", "c-2"):
+        store.add_command({"id": cid, "site": b.site, "device": b.device, "name": "shout", "args": {},
+                           "issued_at": now.timestamp(), "expires_at": now.timestamp() + 60}, "operator")
+
+    def ack(cid: str, result: str):
+        return b._json("cmd/ack", {"id": cid, "command": "shout", "result": result})
+
+    feed(store, [ack("c-1", "played"), ack("c-1", "queued"), ack("c-1", "accepted")])
+    feed(store, [ack("c-2", "queued"), ack("c-2", "accepted")])
+    assert store.command("c-1")["state"] == "played"
+    assert store.command("c-2")["state"] == "queued"
+    feed(store, [ack("c-2", "failed")])
+    assert store.command("c-2")["state"] == "failed"

@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
+from edge_agent.actions.speaker_queue import Outcome
 from edge_agent.command_dispatch import AckResult, CommandDispatcher, build_dispatcher
 from edge_agent.config.security import BureauConfig, EvidenceConfig, TrustedKey
 from edge_agent.security.bureau_command import Command, CommandVerifier, Refused, VerifierPolicy, sign_command
@@ -479,21 +480,27 @@ def test_action_handlers_drive_speaker_and_relays_and_report_their_errors(h: Har
     calls: list[tuple[Any, ...]] = []
 
     class FakeActions:
-        def shout(self, clip_id: str | None = None, text: str | None = None, repeats: int = 1) -> None:
+        def shout(self, clip_id: str | None = None, text: str | None = None, repeats: int = 1, *,
+                  deadline: float | None = None, done: Any = None) -> None:
             if clip_id == "nope":
                 raise ValueError("clip 'nope' is not available")
             calls.append(("shout", clip_id, text, repeats))
+            assert deadline is not None and deadline > time.monotonic()  # the command's expiry, on the speaker
+            done(Outcome("played", "text", started=T0, ended=T0 + timedelta(seconds=4), repeats=repeats))
 
         def set_relay(self, relay_id: str, on: bool | None, duration_s: float | None = None) -> None:
             if relay_id == "strobe":
                 raise ValueError("no relay 'strobe' on this box")
             calls.append((relay_id, on, duration_s))
 
-    for name, handler in action_handlers(FakeActions()).items():
+    for name, handler in action_handlers(FakeActions(), now=h.clock).items():
         h.dispatcher.register(name, handler)
     h.send("shout", signed(h.bureau, args={"text": "请停止作业", "repeat": 3}))
     h.send("spray", signed(h.bureau, "spray", args={"state": "on", "duration_s": 90}))
     assert calls == [("shout", None, "请停止作业", 3), ("spray", True, 90)]
+    shout_acks = [a for a in h.acks.items if a.get("command") == "shout"]
+    assert [a["result"] for a in shout_acks] == ["accepted", "queued", "played"]  # heard, not just queued
+    assert shout_acks[-1]["data"]["ended"] == (T0 + timedelta(seconds=4)).isoformat()
     h.send("shout", signed(h.bureau, args={"clip": "nope"}))
     assert h.acks.items[-1] == {**h.acks.items[-1], "result": "failed", "reason": "action_error",
                                 "detail": "clip 'nope' is not available"}

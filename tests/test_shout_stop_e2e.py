@@ -106,6 +106,11 @@ def test_noise_over_night_limit_warns_strobes_and_sends_verified_evidence(
             assert levels(pins, STROBE) == [True] and levels(pins, SPRAY) == []
             assert actions.queue.wait_for(lambda evs: any(e.event == "played" and e.clip_id == "noise_stop"
                                                           for e in evs), 30)
+            # ... and the bureau learns the warning was really given (all 3 repeats): an announcement event.
+            given = bureau.wait_for(lambda: [e for e in events(bureau, "announcement", "ended")
+                                             if e["figures"]["violation_key"] == started[0]["key"]], 30)
+            assert given and given[0]["figures"]["result"] == "played", given
+            assert given[0]["figures"]["started"] < given[0]["figures"]["ended"]
 
             bundle = bureau.wait_for(lambda: save_bundle(bureau, tmp_path / "received", started[0]["key"]),
                                      timeout=15)
@@ -124,8 +129,8 @@ def test_noise_over_night_limit_warns_strobes_and_sends_verified_evidence(
 
             # A signed shout from the bureau plays (in the same daemon, same speaker).
             send_signed_command(mosquitto.port, bureau_key, "shout", {"clip": "shout"}, "9" * 32)
-            done = bureau.wait_for(lambda: [a for a in bureau.payloads("cmd/ack") if a["result"] == "done"], 10)
-            assert done, bureau.payloads("cmd/ack")
+            played = bureau.wait_for(lambda: [a for a in bureau.payloads("cmd/ack") if a["result"] == "played"], 30)
+            assert played and played[0]["data"]["started"] < played[0]["data"]["ended"], bureau.payloads("cmd/ack")
             assert actions.queue.wait_for(lambda evs: any(e.event == "played" and e.clip_id == "shout"
                                                           for e in evs), 30)
         finally:

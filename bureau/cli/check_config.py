@@ -23,7 +23,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"OK  {args.path}")
     print(f"  broker   {m.host}:{m.port}{' TLS' if m.tls else ''}, MQTT {m.protocol}, topics {m.topic_prefix}/#"
           + (f", user {m.username}" if m.username else ""))
-    print(f"  store    {config.store.kind} in {config.store.data_dir}")
+    st = config.store
+    if st.kind == "postgres":
+        from bureau.store.postgres import safe_dsn
+
+        evidence = st.evidence_dir or st.data_dir / "evidence"
+        print(f"  store    postgres {safe_dsn(st.dsn or '')}, evidence in {evidence}")
+    else:
+        print(f"  store    sqlite in {st.data_dir}")
     print(f"  web      http://{config.web.host}:{config.web.port}/")
     print(f"  key      {config.key_file}")
     print(f"  limits   noise {config.limits.noise_day_db:g}/{config.limits.noise_night_db:g} dB(A), "

@@ -33,7 +33,11 @@ def serve(config: Any, banner: str = "") -> int:
     from bureau.app import Console
     from bureau.web.app import create_app
 
-    console = Console(config)
+    try:
+        console = Console(config)
+    except Exception as exc:  # an unreachable or unmigrated PostgreSQL, an unreadable data dir
+        print(f"edge-bureau: cannot open the store: {exc}", file=sys.stderr)
+        return 1
     console.start()
     app = create_app(console)
     server = uvicorn.Server(uvicorn.Config(app, host=config.web.host, port=config.web.port, log_level="warning",

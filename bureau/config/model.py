@@ -16,11 +16,23 @@ _HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 
 
 class StoreConfig(Section):
-    kind: Literal["sqlite"] = Field("sqlite",
-                                    description="The store: 'sqlite' (embedded, WAL). PostgreSQL comes later.")
+    kind: Literal["sqlite", "postgres"] = Field(
+        "sqlite", description="The store: 'sqlite' (embedded, WAL; one machine) or 'postgres' (a city: shared by "
+                              "several ingest workers and the console; `edge-bureau migrate` first).")
     data_dir: Path = Field(Path("/var/lib/edge-bureau"),
                            description="Database, evidence files and the command-signing key live here.")
+    dsn: str | None = Field(None, description="PostgreSQL connection string (libpq), e.g. 'host=db1 dbname=bureau "
+                                              "user=bureau'. Keep the password in ~/.pgpass or PGPASSWORD, not here.")
+    pool_size: int = Field(8, ge=1, le=200, description="PostgreSQL connections per process at most.")
+    evidence_dir: Path | None = Field(None, description="Evidence files (default DATA_DIR/evidence). With several "
+                                                        "ingest workers: one shared volume every worker mounts.")
     dedup_days: int = Field(60, ge=1, le=3650, description="How long message ids are remembered for de-duplication.")
+
+    @model_validator(mode="after")
+    def _dsn(self) -> StoreConfig:
+        if self.kind == "postgres" and not self.dsn:
+            raise ValueError("store.kind 'postgres' needs store.dsn")
+        return self
 
 
 class WebConfig(Section):
@@ -42,6 +54,9 @@ class IngestConfig(Section):
     batch_max: int = Field(2000, ge=1, le=100000, description="Messages written per transaction at most.")
     batch_ms: int = Field(50, ge=1, le=5000, description="How long a batch may wait to fill.")
     queue_max: int = Field(50000, ge=100, le=10_000_000, description="Messages held between the network and the store.")
+    in_console: bool = Field(True, description="`edge-bureau serve` ingests too. Set false where `edge-bureau ingest` "
+                                               "workers do it: the console then connects only to send commands and to "
+                                               "hear (not store) what changes, for its live pages.")
 
 
 class CommandsConfig(Section):

@@ -1,4 +1,4 @@
-"""The bureau's store: an interface (`base.Store`), SQLite behind it, evidence files on a path."""
+"""The bureau's store: an interface (`base.Store`), SQLite or PostgreSQL behind it, evidence files on a path."""
 
 from __future__ import annotations
 
@@ -11,6 +11,12 @@ __all__ = ["Applied", "EvidenceFiles", "FsEvidenceFiles", "SQLiteStore", "Store"
 
 
 def open_store(config: BureauConfig) -> tuple[Store, EvidenceFiles]:
-    data = config.store.data_dir
-    files = FsEvidenceFiles(data / "evidence")
-    return SQLiteStore(data / "bureau.sqlite", files), files
+    """The configured store and its evidence files (PostgreSQL: the schema must be migrated)."""
+    cfg = config.store
+    files = FsEvidenceFiles(cfg.evidence_dir or cfg.data_dir / "evidence")
+    if cfg.kind == "postgres":
+        from bureau.store.postgres import PgStore  # psycopg only where PostgreSQL is used
+
+        assert cfg.dsn is not None
+        return PgStore(cfg.dsn, files, pool_size=cfg.pool_size), files
+    return SQLiteStore(cfg.data_dir / "bureau.sqlite", files), files

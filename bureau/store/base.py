@@ -163,3 +163,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+    def outage(self, exc: BaseException) -> bool:
+        """Whether an error from the store means it is unreachable or busy (retry later), not a bad message."""
+        return False

@@ -241,7 +241,16 @@ class Web:
                 "bundles": self.c.store.bundles(site, device, limit=30),
                 "commands": self.c.store.commands(site=site, device=device, limit=20),
                 "events": self.c.store.events(site=site, device=device, limit=20),
-                "components": status.get("components") or {}}
+                "components": status.get("components") or {},
+                "replies": self.c.voice.recent(site, device)}
+
+    async def voice_file(self, request: Request, user: dict[str, Any]) -> Response:
+        """A crew's reply (or a `listen` recording) as Ogg/Opus, for the console's player."""
+        p = request.path_params
+        path = self.c.voice.audio_path(p["site"], p["device"], p["voice_id"])
+        if path is None:
+            return self._not_found(request, user)
+        return FileResponse(path, media_type="audio/ogg")
 
     async def device(self, request: Request, user: dict[str, Any]) -> Response:
         site, device = request.path_params["site"], request.path_params["device"]
@@ -282,6 +291,25 @@ class Web:
         except CommandError as exc:
             return RedirectResponse(f"/device/{site}/{device}?error={_q(str(exc))}#commands", status_code=303)
         return RedirectResponse(f"/device/{site}/{device}?cmd={signed['id']}#commands", status_code=303)
+
+    async def talk(self, request: Request, user: dict[str, Any]) -> Response:
+        """Push-to-talk: the browser's recording (field `audio`) becomes a signed `talk` (bureau/talk.py)."""
+        from bureau.talk import MAX_UPLOAD_BYTES, send_talk
+
+        site, device = request.path_params["site"], request.path_params["device"]
+        if not _ids_ok(site, device):
+            return self._not_found(request, user)
+        upload = request.state.form.get("audio")
+        if upload is None or isinstance(upload, str):
+            return Response(json.dumps({"error": "no audio"}), status_code=400, media_type="application/json")
+        recording = await upload.read(MAX_UPLOAD_BYTES + 1)
+        try:
+            if len(recording) > MAX_UPLOAD_BYTES:
+                raise CommandError(f"the recording is larger than {MAX_UPLOAD_BYTES} bytes")
+            signed = await asyncio.to_thread(send_talk, self.c.sender, user["user"], site, device, recording)
+        except CommandError as exc:
+            return Response(json.dumps({"error": str(exc)}), status_code=400, media_type="application/json")
+        return Response(json.dumps({"id": signed["id"]}), media_type="application/json")
 
     async def live(self, request: Request, user: dict[str, Any]) -> Response:
         events = await asyncio.to_thread(self.c.store.events, limit=50)
@@ -590,6 +618,9 @@ class SecurityHeaders:
 def create_app(console: Console) -> Starlette:
     web = Web(console)
     p = web.page
+    from bureau.web.push import Push
+
+    push = Push(web)
     routes = [
         Route("/login", web.login_form, methods=["GET"]),
         Route("/login", web.login, methods=["POST"]),
@@ -599,6 +630,8 @@ def create_app(console: Console) -> Starlette:
         Route("/site/{site}", p("viewer", web.site)),
         Route("/device/{site}/{device}", p("viewer", web.device)),
         Route("/device/{site}/{device}/command", p("operator", web.command), methods=["POST"]),
+        Route("/device/{site}/{device}/talk", p("operator", web.talk), methods=["POST"]),
+        Route("/voice/{site}/{device}/{voice_id}.ogg", p("viewer", web.voice_file)),
         Route("/fragment/commands/{site}/{device}", p("viewer", web.commands_fragment)),
         Route("/live", p("viewer", web.live)),
         Route("/fragment/live", p("viewer", web.live_fragment)),
@@ -610,6 +643,9 @@ def create_app(console: Console) -> Starlette:
         Route("/admin/keys", p("admin", web.keys_post), methods=["POST"]),
         Route("/admin/users", p("admin", web.users)),
         Route("/admin/users", p("admin", web.users_post), methods=["POST"]),
+        Route("/admin/push", p("admin", push.page)),  # remote config to boxes (bureau/web/push.py)
+        Route("/admin/push", p("admin", push.post), methods=["POST"]),
+        Route("/admin/push/model", p("admin", push.post_model), methods=["POST"]),
         Route("/audit", p("operator", web.audit)),
         Route("/refused", p("viewer", web.refused)),
         Route("/stream", p("viewer", web.stream)),

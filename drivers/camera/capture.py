@@ -42,6 +42,9 @@ class CaptureSettings:
     camera_id: str
     url: str
     analysis_fps: float = 1.0
+    # Keyframes at least this often serve analysis even when they come slower than analysis_fps
+    # (every consumer declared it: drivers/camera/plan.py). None: frames at analysis_fps.
+    keyframes_min_fps: float | None = None
     decode: bool = True  # False: record only (the main stream when a sub-stream is analysed)
     ring_s: float = 0.0  # seconds of packets kept for clips; 0: no ring
     ring_max_bytes: int = 64 * 1024 * 1024
@@ -73,7 +76,8 @@ class CaptureHealth:
     decoded: int  # packets sent to the decoder
     skipped: int  # packets kept away from the decoder
     decode_mode: str  # keyframes, gop, all (GOP not yet known), none (record only)
-    gop_s: float | None
+    keyframe_interval_s: float | None  # measured: the longest of the last few keyframe intervals
+    gop_frames: int | None  # frames in that GOP (with keyframe_interval_s: the stream's frame rate)
     last_frame: float | None  # Unix seconds of the last frame handed on
     last_packet: float | None
     reconnects: int
@@ -111,7 +115,9 @@ class CameraCapture:
         self.on_frame = on_frame
         self.on_event = on_event
         self.ring = PacketRing(settings.ring_s, settings.ring_max_bytes) if settings.ring_s > 0 else None
-        self._plan = DecodePlan(1.0 / settings.analysis_fps)
+        min_fps = settings.keyframes_min_fps
+        self._plan = DecodePlan(1.0 / settings.analysis_fps,
+                                keyframe_max_s=1.0 / min_fps if min_fps else None)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._gen = 0
@@ -180,7 +186,9 @@ class CameraCapture:
             return CaptureHealth(
                 state=state, connected=self._connected, frozen=self._frozen, fps_in=fps,
                 frames_out=self._frames_out, decoded=self._plan.decoded, skipped=self._plan.skipped,
-                decode_mode=mode, gop_s=None if self._plan.gop_s is None else round(self._plan.gop_s, 3),
+                decode_mode=mode,
+                keyframe_interval_s=None if self._plan.gop_s is None else round(self._plan.gop_s, 3),
+                gop_frames=self._plan.gop_frames,
                 last_frame=latest.time.timestamp() if latest else None, last_packet=self._last_packet,
                 reconnects=self._reconnects, last_error=self._last_error,
                 ring=self.ring.stats() if self.ring else None,
@@ -258,9 +266,9 @@ class CameraCapture:
             stream = container.streams.video[0]
             ctx = stream.codec_context
             ctx.thread_count = 1  # frames out at once, least memory; one frame a second needs no threads
-            tb = stream.time_base
-            if tb is None:
+            if stream.time_base is None:
                 raise RuntimeError("stream has no time base")
+            tb = float(stream.time_base)  # every packet is timed: a float product, not a Fraction one
             with self._lock:
                 self._sessions += 1
             self._plan.reset()
@@ -276,7 +284,7 @@ class CameraCapture:
                 if ts is None:
                     continue
                 arrival = time.time()
-                stream_s = float(ts * tb)
+                stream_s = ts * tb
                 wall = clock.monotonic(clock.wall(stream_s, arrival))
                 key = packet.is_keyframe
                 self._on_packet(arrival, first)
@@ -286,6 +294,7 @@ class CameraCapture:
                         info = _stream_info(stream, bytes(packet))
                     self.ring.add(info, RingPacket(wall, packet.pts, ts, key, hold(packet)))
                 if not s.decode:
+                    self._plan.note(stream_s, key)  # the keyframe interval, for health and doctor
                     continue
                 want = "NONKEY" if self._plan.keyframes_only else "DEFAULT"
                 if want != skip:
@@ -302,7 +311,7 @@ class CameraCapture:
                         raise RuntimeError(f"{errors} undecodable packets in a row: {exc}") from exc
                     continue
                 for frame in frames:
-                    fts = float(frame.pts * tb) if frame.pts is not None else stream_s
+                    fts = frame.pts * tb if frame.pts is not None else stream_s
                     if self._plan.take(fts):
                         self._hand_on(Frame(
                             camera_id=s.camera_id,

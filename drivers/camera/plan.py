@@ -1,11 +1,17 @@
 """Which packets reach the decoder: decode only what analysis needs.
 
 On a Pi the decoder is the dearest part of the box. Analysis wants a frame every
-`interval_s` (1 s at 1 fps); a camera sends a keyframe every GOP (`gop_s`).
+`interval_s` (1 s at 1 fps); a camera sends a keyframe every GOP (`gop_s`, measured from the
+stream: the longest of the last few keyframe intervals).
 
 * When keyframes come at least as often as analysis wants frames (gop_s <= interval_s), only
   keyframes are decoded, and only those that are due: other packets never reach the decoder,
   and the decoder is told to skip non-key frames as well (`keyframes_only`).
+* When the consumers declare that a slower rate still serves them (`keyframe_max_s`: every
+  detector of the camera accepts keyframes this far apart, e.g. 2 s for black smoke and bare
+  soil), keyframes alone are also enough while gop_s <= keyframe_max_s (with 10 % slack for
+  stretched encoder clocks): every keyframe is decoded and handed on, at the camera's keyframe
+  rate instead of `interval_s`.
 * Otherwise a GOP is decoded from its keyframe up to the last frame analysis needs in that
   GOP, and the rest of the GOP is dropped before the decoder (P-frames cannot be decoded
   without their predecessors, so this is the least work that yields the wanted frames).
@@ -14,27 +20,48 @@ Packets before the first keyframe are dropped (they cannot be decoded); until tw
 have been seen the GOP length is unknown and only keyframes are decoded.
 Times are stream seconds (pts x time base), not wall time.
 
-For technicians: set each camera's I-frame interval (GOP) to its frame rate, i.e. one keyframe a
-second (25 at 25 fps), and analysis_fps to 1 or less. Measured with bench/camera_cpu.py (1080p25,
-4 Mbit/s, 1 fps): GOP 25 costs 1.2-1.3x the keyframe-only floor; GOP 50 costs ~5x, because half
-of every GOP must be decoded to reach the mid-GOP frame. Clips need no change: a shorter GOP only
-makes their start more precise.
+Measured with bench/camera_cpu.py (1080p25, 4 Mbit/s, 1 fps): keyframes only cost 1.2-1.5x
+the keyframe-decode floor (GOP 25 and GOP 50 alike); a 2-s GOP (50 at 25 fps, as most cameras
+leave the factory) decoded to its mid-GOP frame costs 4-5x (`decode_cost`: ~13 decoded frames
+per analysed frame). So factory cameras are read keyframes-only where the detectors allow it, and the
+frames that need a higher rate come from the camera's sub-stream (edge_agent/video/streams.py).
+Clips need no change: a shorter GOP only makes their start more precise.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
+
+# A consumer served by a keyframe every 2 s is served by one every 2.2 s: live encoders and camera
+# clocks stretch a nominal GOP by a few per cent, and that must not switch a camera to decoding GOPs.
+KEYFRAME_SLACK = 1.1
+
+
+def _tol(interval_s: float) -> float:
+    return min(0.1 * interval_s, 0.05)  # pts jitter between "due" and a frame that is on time
+
+
+def keyframes_serve(gop_s: float, interval_s: float, keyframe_max_s: float | None = None) -> bool:
+    """Whether keyframes `gop_s` apart alone give the frames analysis needs."""
+    if gop_s <= interval_s + _tol(interval_s):
+        return True
+    return keyframe_max_s is not None and keyframe_max_s > interval_s and gop_s <= keyframe_max_s * KEYFRAME_SLACK
 
 
 class DecodePlan:
     """Per-stream decision: feed this packet to the decoder? hand this decoded frame on?"""
 
-    def __init__(self, interval_s: float, *, history: int = 4):
+    def __init__(self, interval_s: float, *, keyframe_max_s: float | None = None, history: int = 4):
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         self.interval_s = interval_s
-        self.tol_s = min(0.1 * interval_s, 0.05)  # pts jitter between "due" and a frame that is on time
+        # Keyframes this far apart still serve every consumer (None: only at interval_s).
+        self.keyframe_max_s = max(interval_s, keyframe_max_s) if keyframe_max_s is not None else interval_s
+        self.tol_s = _tol(interval_s)
         self._gaps: deque[float] = deque(maxlen=history)
+        self._gop_frames: deque[int] = deque(maxlen=history)
+        self._since_key = 0  # packets since the last keyframe
         self._last_key: float | None = None
         self._next_due: float | None = None
         self._active = True  # inside a GOP that still holds a due frame
@@ -47,21 +74,36 @@ class DecodePlan:
         return max(self._gaps) if self._gaps else None
 
     @property
+    def gop_frames(self) -> int | None:
+        """Frames (packets) in the longest recent GOP: with gop_s, the stream's frame rate."""
+        return max(self._gop_frames) if self._gop_frames else None
+
+    @property
     def keyframes_only(self) -> bool:
         gop = self.gop_s
-        return gop is not None and gop <= self.interval_s + self.tol_s
+        return gop is not None and keyframes_serve(gop, self.interval_s, self.keyframe_max_s)
+
+    def note(self, t: float, key: bool) -> None:
+        """Measure the keyframe interval from one packet (feed() does this; a record-only stream calls it)."""
+        if not key:
+            self._since_key += 1
+            return
+        if self._last_key is not None:
+            gap = t - self._last_key
+            if gap > 0:
+                self._gaps.append(gap)
+                self._gop_frames.append(self._since_key + 1)
+            elif gap < -1.0:  # timestamps went back (new session): forget the history
+                self._gaps.clear()
+                self._gop_frames.clear()
+                self._next_due = None
+        self._last_key = t
+        self._since_key = 0
 
     def feed(self, t: float, key: bool) -> bool:
         """True when the packet at stream time `t` must go to the decoder."""
+        self.note(t, key)
         if key:
-            if self._last_key is not None:
-                gap = t - self._last_key
-                if gap > 0:
-                    self._gaps.append(gap)
-                elif gap < -1.0:  # timestamps went back (new session): forget the history
-                    self._gaps.clear()
-                    self._next_due = None
-            self._last_key = t
             if self._next_due is None:
                 self._next_due = t
             self._active = self._key_due(t) if self.keyframes_only else self._due_within_gop()
@@ -94,6 +136,8 @@ class DecodePlan:
     def reset(self) -> None:
         """A new connection: timestamps restart, the GOP may differ."""
         self._gaps.clear()
+        self._gop_frames.clear()
+        self._since_key = 0
         self._last_key = None
         self._next_due = None
         self._active = True
@@ -111,3 +155,19 @@ class DecodePlan:
         if gop is None or self._last_key is None or self._next_due is None:
             return True
         return self._next_due < self._last_key + gop - self.tol_s
+
+
+def decode_cost(interval_s: float, gop_s: float, fps: float, keyframe_max_s: float | None = None) -> float:
+    """Frames decoded per analysed frame, for a stream of `fps` frames with a keyframe every `gop_s` s.
+
+    1 when keyframes alone serve (gop_s <= interval_s, or <= keyframe_max_s); otherwise each
+    GOP is decoded from its keyframe to its last due frame: a 2-s GOP at 25 fps analysed at
+    1 fps decodes 26 frames (the keyframe and the 25 P-frames up to the 1-s mark) for two
+    analysed frames, 13 each.
+    """
+    if keyframes_serve(gop_s, interval_s, keyframe_max_s):
+        return 1.0
+    # Analysed frames per GOP: at 0, interval, 2 x interval, ... while due before the next keyframe.
+    due = max(1, math.ceil((gop_s - _tol(interval_s)) / interval_s))
+    decoded = 1 + round((due - 1) * interval_s * fps)  # the keyframe and every frame up to the last due one
+    return decoded / due

@@ -4,7 +4,7 @@ from edge_agent.actions.actions import ActionError, Actions
 from edge_agent.actions.clips import Clip, ClipError, ClipLibrary
 from edge_agent.actions.feedback import FeedbackMonitor
 from edge_agent.actions.relays import RelayController
-from edge_agent.actions.speaker_queue import Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
+from edge_agent.actions.speaker_queue import Outcome, Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
 
 __all__ = [
     "ActionError",
@@ -13,6 +13,7 @@ __all__ = [
     "ClipError",
     "ClipLibrary",
     "FeedbackMonitor",
+    "Outcome",
     "Priority",
     "RelayController",
     "SpeakRequest",

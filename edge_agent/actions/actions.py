@@ -21,10 +21,10 @@ from typing import Any
 
 from drivers.relay import FeedbackInput, Relay
 from drivers.speaker import Speaker
-from edge_agent.actions.clips import ClipError, ClipLibrary
+from edge_agent.actions.clips import Clip, ClipError, ClipLibrary
 from edge_agent.actions.feedback import FeedbackMonitor, FeedbackSource
 from edge_agent.actions.relays import RelayController, Switch
-from edge_agent.actions.speaker_queue import Player, Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
+from edge_agent.actions.speaker_queue import Done, Outcome, Player, Priority, SpeakerEvent, SpeakerQueue, SpeakRequest
 from edge_agent.clock import SYSTEM_CLOCK, Clock
 from edge_agent.component import threads_alive
 from edge_agent.config.actions import ActionRule, RelayConfig, SpeakerConfig, check_references
@@ -63,12 +63,15 @@ class Actions:
                  feedback_factory: Callable[[RelayConfig, Callable[[bool], None]], FeedbackSource | None] = (
                      default_feedback),
                  on_speaker_event: Callable[[SpeakerEvent], None] | None = None,
-                 report: Callable[[Violation], None] | None = None, clock: Clock = SYSTEM_CLOCK):
+                 report: Callable[[Violation], None] | None = None, clock: Clock = SYSTEM_CLOCK,
+                 on_announced: Callable[[Violation, Outcome], None] | None = None):
         """`report` takes the relays' feedback faults (the violation path's `report`); without it they
-        are only logged and shown in health."""
+        are only logged and shown in health. `on_announced` learns how each violation's warning
+        ended (played with its times, or failed with the reason): the bureau's proof it was given."""
         self.speaker_config = speaker
         self.report = report
         self.clock = clock
+        self.on_announced = on_announced
         self.rules = dict(rules)
         self.problems = check_references(speaker, list(relays), self.rules)
         self.clips = ClipLibrary(speaker.clips, voice=speaker.voice, rate_wpm=speaker.tts_rate_wpm,
@@ -78,7 +81,7 @@ class Actions:
         if speaker.enabled:
             self.player = player or Speaker(speaker.device, speaker.volume, speaker.sample_rate,
                                             retry_s=speaker.retry_s)
-            self.queue = SpeakerQueue(self.player, on_event=on_speaker_event)
+            self.queue = SpeakerQueue(self.player, on_event=on_speaker_event, now=clock.now)
         self._wake = threading.Event()
         self.relays: dict[str, RelayController] = {}
         self.feedback: dict[str, FeedbackMonitor] = {}
@@ -203,24 +206,34 @@ class Actions:
                 if rid in self.relays:
                     self.relays[rid].hold(v.key)
             if v.state == "started" and rule.clip is not None:
-                self._announce(rule.clip, Priority.parse(rule.priority), v.key)
+                done: Done | None = None
+                if self.on_announced is not None:
+                    listener = self.on_announced
+
+                    def done(outcome: Outcome, v: Violation = v) -> None:
+                        listener(v, outcome)
+                self._announce(rule.clip, Priority.parse(rule.priority), v.key, done=done)
         self._wake.set()
 
-    def _announce(self, clip_id: str, priority: Priority, key: str | None, repeats: int | None = None) -> bool:
+    def _announce(self, clip_id: str, priority: Priority, key: str | None, repeats: int | None = None, *,
+                  deadline: float | None = None, done: Done | None = None) -> bool:
         if self.queue is None:
             return False
         clip = self.clips.get(clip_id)
         if clip is None:
             raise ActionError(f"clip {clip_id!r} is not available")
-        return self.queue.submit(SpeakRequest(clip, priority, repeats or clip.repeats, clip.gap_s, key))
+        return self.queue.submit(SpeakRequest(clip, priority, repeats or clip.repeats, clip.gap_s, key,
+                                              deadline=deadline, done=done))
 
     # --- bureau commands -------------------------------------------------------------------
 
-    def shout(self, clip_id: str | None = None, text: str | None = None, repeats: int = 1) -> None:
+    def shout(self, clip_id: str | None = None, text: str | None = None, repeats: int = 1, *,
+              deadline: float | None = None, done: Done | None = None) -> None:
         """Play a clip or free Mandarin text at bureau priority, cutting any warning.
 
         Raises ActionError (a ValueError) if the clip is unknown or the text cannot be spoken,
-        so the command can be answered with the reason.
+        so the command can be answered with the reason. `deadline` (monotonic): not started
+        (or resumed) by then, it is dropped; `done` gets how it ended.
         """
         if self.queue is None:
             raise ActionError("the speaker is disabled on this box")
@@ -231,9 +244,28 @@ class Actions:
                 clip = self.clips.speak_text(text, repeats=repeats, gap_s=gap)
             except ClipError as exc:
                 raise ActionError(str(exc)) from exc
-            self.queue.submit(SpeakRequest(clip, Priority.SHOUT, repeats, clip.gap_s))
+            self.queue.submit(SpeakRequest(clip, Priority.SHOUT, repeats, clip.gap_s, deadline=deadline, done=done))
             return
-        self._announce(clip_id or "shout", Priority.SHOUT, None, repeats)
+        self._announce(clip_id or "shout", Priority.SHOUT, None, repeats, deadline=deadline, done=done)
+
+    def talk(self, clip: Clip, *, deadline: float | None = None, done: Done | None = None) -> None:
+        """Play the officer's recorded voice once, above everything (a bureau `talk`)."""
+        if self.queue is None:
+            raise ActionError("the speaker is disabled on this box")
+        self.queue.submit(SpeakRequest(clip, Priority.TALK, 1, 0.0, deadline=deadline, done=done))
+
+    def clip_text(self, clip_id: str) -> str:
+        """What a clip says (for the announcement events), '' if unknown."""
+        clip = self.clips.get(clip_id)
+        return clip.text if clip is not None else ""
+
+    @property
+    def device_rate(self) -> int | None:
+        """The rate the speaker plays at, when known (configured, or the device's once opened)."""
+        if self.speaker_config.sample_rate:
+            return self.speaker_config.sample_rate
+        rate = getattr(self.player, "rate", 0)
+        return int(rate) if isinstance(rate, int) and rate > 0 else None
 
     def spray(self, on: bool, duration_s: float | None = None) -> None:
         self.set_relay("spray", on, duration_s)

@@ -1,7 +1,9 @@
 """`cameras:` — the RTSP cameras on the crane: where to read them, how often to analyse, what to watch.
 
-Each camera is read by one capture thread; analysis frames come at `analysis_fps`, decoded
-from keyframes alone where the camera's GOP allows (see docs in drivers/camera/plan.py).
+Each camera is read by one capture thread per stream; analysis frames come at `analysis_fps`,
+decoded from keyframes alone where the camera's GOP and its detectors allow (a camera with a
+2-s GOP analyses keyframes only for detectors that declare they are served by them); detectors
+that need the full rate read the optional sub-stream (edge_agent/video/streams.py).
 Zones are polygons in normalised image coordinates (0..1, x to the right, y down), so they
 survive a change of stream resolution.
 """
@@ -89,8 +91,15 @@ class CameraConfig(Section):
     )
     sub_url: str | None = Field(
         None,
-        description="Optional sub-stream URL (e.g. .../Channels/102). When set, analysis decodes the small "
-        "sub-stream and the main stream is only recorded (never decoded) for clips and snapshots.",
+        description="Optional sub-stream URL (e.g. .../Channels/102). When set, the detectors that need frames at "
+        "analysis_fps (those that track vehicles: washing, uncovered_load, site_activity) read the small sub-stream "
+        "at sub_analysis_fps; detectors served by keyframes (black_smoke, bare_soil) keep reading the main stream's "
+        "keyframes at full resolution. Clips and snapshots always come from the main stream, which is only "
+        "recorded, never decoded, when no detector reads it.",
+    )
+    sub_analysis_fps: float | None = Field(
+        None, gt=0, le=25,
+        description="Frames per second the sub-stream's detectors analyse (default: analysis_fps).",
     )
     username: str | None = Field(None, description="RTSP user name, inserted into the URL(s) at start.")
     password: SecretRef | None = Field(
@@ -102,15 +111,17 @@ class CameraConfig(Section):
     analysis_fps: float = Field(
         1.0, gt=0, le=25,
         description="Frames per second handed to detectors. At or below the camera's keyframe rate only "
-        "keyframes are decoded (set the camera's I-frame interval to its frame rate: one keyframe a second).",
+        "keyframes are decoded. Above it, a camera whose detectors are all served by keyframes (black_smoke, "
+        "bare_soil: a keyframe every 2 s) still decodes keyframes only, at the keyframe rate; detectors that need "
+        "this rate read sub_url when set, else the frames between keyframes are decoded too (~5x the work).",
     )
     keyframe_interval_s: float | None = Field(
         None, gt=0, le=60,
-        description="Seconds between the camera's keyframes (its I-frame interval, or GOP, divided by its frame "
-        "rate: GOP 25 at 25 fps = 1 s), as set in the camera's web page, of the stream analysis decodes (the "
-        "sub-stream when sub_url is set). Optional: the box measures it from the stream; stated here, "
-        "`check-config` warns when analysis_fps asks for more frames than keyframes, which costs decoding "
-        "the frames between them.",
+        description="Seconds between the main stream's keyframes (its I-frame interval, or GOP, divided by its "
+        "frame rate: GOP 50 at 25 fps = 2 s, as most cameras ship), as set in the camera's web page. Optional: "
+        "the box measures it from the stream (`doctor` and the camera's status show it); stated here, "
+        "`check-config` warns when the main stream's detectors need more frames than keyframes give, which "
+        "costs decoding the frames between them.",
     )
     clip_pre_s: float = Field(10.0, ge=0, le=60, description="Seconds of video before an event in its clip.")
     clip_post_s: float = Field(10.0, ge=0, le=60, description="Seconds of video after an event in its clip.")
@@ -174,6 +185,8 @@ class CameraConfig(Section):
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
         if self.password is not None and self.username is None:
             raise ValueError("a password needs a username")
+        if self.sub_analysis_fps is not None and self.sub_url is None:
+            raise ValueError("sub_analysis_fps needs a sub_url (the sub-stream it is the rate of)")
         return self
 
     def stream_urls(self) -> tuple[str, str | None]:

@@ -25,6 +25,7 @@ from drivers.modbus.profile import ProfileError, load_profile
 from edge_agent.config.actions import DEFAULT_ACTIONS
 from edge_agent.config.rules import RULE_KINDS
 from edge_agent.measures.series import MEAN_WINDOWS, NOISE_WINDOWS
+from edge_agent.video.streams import plan_streams
 
 if TYPE_CHECKING:
     from edge_agent.config.root import AgentConfig
@@ -92,9 +93,11 @@ def _unknown_detectors(config: AgentConfig) -> Iterator[Finding]:
 def provided_quantities(config: AgentConfig) -> dict[str, list[str]]:
     """Quantity -> ids of the enabled meters that give it (from each meter's profile).
 
-    A microphone section, when the box gets one, adds its `noise_la` here.
+    An enabled microphone gives its quantity (`noise_la`) under its sensor id.
     """
     out: dict[str, list[str]] = {}
+    if config.microphone.enabled:
+        out.setdefault(config.microphone.quantity, []).append(config.microphone.sensor_id)
     for meter in config.meters:
         if not meter.enabled:
             continue
@@ -236,7 +239,11 @@ def _bureau(config: AgentConfig) -> Iterator[Finding]:
 def _same_stream(url: str) -> tuple[str, str, int, str, str]:
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
-    return scheme, (parts.hostname or "").lower(), parts.port or RTSP_PORTS.get(scheme, 554), \
+    try:
+        port = parts.port  # raises ValueError for a port that is not a number ("…:ming/…")
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or RTSP_PORTS.get(scheme, 554), \
         parts.path.rstrip("/") or "/", parts.query
 
 
@@ -256,14 +263,23 @@ def _cameras(config: AgentConfig) -> Iterator[Finding]:
                             f"the same stream as cameras[{j}].{other} ('{config.cameras[j].id}'): one camera read "
                             "twice (double the decoding, duplicate violations); give each entry its own camera")
         kf = cam.keyframe_interval_s
-        if kf is not None and cam.analysis_fps * kf > 1.0 + 1e-6:
-            rate = 1.0 / kf
+        # What the main stream must decode follows its detectors (edge_agent/video/streams.py, as the box does).
+        plan = plan_streams(cam, config.detectors)
+        if kf is not None and plan.main_decoded and not plan.main_keyframes_serve(kf):
+            rate, need = 1.0 / kf, 1.0 / plan.main_keyframe_max_s
+            full = [n for n in plan.main if n in plan.need_rate]
+            if full:
+                fix = (f"{', '.join(full)} need{'s' if len(full) == 1 else ''} frames at analysis_fps: give the "
+                       "camera's sub-stream (sub_url) for them, " if cam.sub_url is None else "") + \
+                      f"set analysis_fps to at most {rate:g}, or the camera's I-frame interval to its frame rate " \
+                      "(one keyframe a second)"
+            else:
+                fix = f"set the camera's I-frame interval to at most {plan.main_keyframe_max_s:g} s"
             yield _warn(("cameras", i, "analysis_fps"),
-                        f"{cam.analysis_fps:g} frames a second is more than the camera's keyframes ({rate:g} a "
+                        f"{need:g} frames a second is more than the camera's keyframes ({rate:g} a "
                         f"second, keyframe_interval_s {kf:g}): the frames between keyframes must be decoded too, "
                         "the dearest work on the box (bench/camera_cpu.py, 1080p25 at 1 fps: a 2-s GOP costs "
-                        "about 5x the keyframes-only decode); set analysis_fps to at most "
-                        f"{rate:g}, or the camera's I-frame interval to its frame rate (one keyframe a second)",
+                        f"about 5x the keyframes-only decode); {fix}",
                         ("cameras", i, "keyframe_interval_s"), ("cameras", i))
 
 

@@ -13,6 +13,7 @@ from edge_agent.config.detectors import DetectorsConfig
 from edge_agent.config.hj212 import Hj212Config
 from edge_agent.config.logging import LoggingConfig
 from edge_agent.config.meters import Meters
+from edge_agent.config.microphone import MicrophoneConfig
 from edge_agent.config.mqtt import MqttConfig
 from edge_agent.config.rules import RulesConfig
 from edge_agent.config.schedule import ScheduleConfig
@@ -20,6 +21,7 @@ from edge_agent.config.security import BureauConfig, EvidenceConfig
 from edge_agent.config.site import DeviceConfig, SiteConfig
 from edge_agent.config.storage import StorageConfig
 from edge_agent.config.telemetry import TelemetryConfig
+from edge_agent.config.voice import VoiceConfig
 
 
 class AgentConfig(Section):
@@ -37,6 +39,9 @@ class AgentConfig(Section):
         default_factory=list,
         description="RS-485 Modbus meters (noise, dust, weather); meters on one port share a bus.",
     )
+    microphone: MicrophoneConfig = Field(
+        default_factory=MicrophoneConfig, description="A measuring microphone: sound level, noise source, audio."
+    )
     cameras: Cameras = Field(
         default_factory=list, description="RTSP cameras: analysis rate, clips, watermark, zones, detectors, tamper."
     )
@@ -48,6 +53,9 @@ class AgentConfig(Section):
     )
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Signed, hash-chained evidence.")
     speaker: SpeakerConfig = Field(default_factory=SpeakerConfig, description="The loudspeaker and its clips.")
+    voice: VoiceConfig = Field(
+        default_factory=VoiceConfig, description="Two-way talk: the bureau's recorded voice, the crew's reply, listen."
+    )
     relays: Relays = Field(default_factory=list, description="Relay outputs (spray cannon, strobe) on GPIO pins.")
     actions: ActionRules = Field(
         default_factory=dict, description="Per violation kind: clip, relays, speaker priority (merged into defaults)."

@@ -45,6 +45,16 @@ class NoiseRule(Section):
         0.0, le=0, description="-10 where the meter is indoors at a sensitive building (GB 12523-2011 §4.2)."
     )
     hysteresis_db: float = Field(1.0, ge=0, description="Ends only once this far below the limit.")
+    night_requires_construction: bool = Field(
+        False,
+        description="At night, only a level the box's microphone attributes to construction (YAMNet: tools, "
+        "engines, ...) is a noise_over_limit or night_work violation; road traffic or aircraft over the limit is "
+        "not. Needs `microphone:` with its classifier; without one the rules judge the level alone.",
+    )
+    construction_min_share: float = Field(
+        0.5, ge=0, le=1, description="With night_requires_construction: the least construction share of the "
+        "sound energy over the window."
+    )
     timing: Timing = Field(default_factory=lambda: Timing(min_duration_s=0, clear_s=60), description="Timing.")
 
 

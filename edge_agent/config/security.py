@@ -10,7 +10,9 @@ from pydantic import Field, StringConstraints, field_validator, model_validator
 from edge_agent.config.base import Section
 from edge_agent.config.site import ID_PATTERN
 
-KNOWN_COMMANDS = ("shout", "relay", "spray", "strobe", "snapshot", "relearn_view", "ping")
+KNOWN_COMMANDS = ("shout", "relay", "spray", "strobe", "snapshot", "relearn_view", "ping",
+                  *("config", "model", "logs", "doctor"),  # fleet operations: edge_agent/fleet/
+                  *("talk", "listen"))  # two-way talk: edge_agent/voice/
 # Commands that switch one relay: `relay` names it in its arguments, the others are aliases.
 RELAY_ALIASES = {"spray": "spray", "strobe": "strobe"}
 

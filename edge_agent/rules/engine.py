@@ -71,8 +71,11 @@ class RuleEngine:
     """
 
     def __init__(self, rules: RulesConfig, schedule: Schedule, report: ViolationSink,
-                 elapsed: Callable[[datetime], float] = wall_seconds):
+                 elapsed: Callable[[datetime], float] = wall_seconds,
+                 construction_share: Callable[[datetime, float], float | None] | None = None):
         self.rules = rules
+        # share of the sound energy the microphone attributes to construction over (now - window, now]
+        self.construction_share = construction_share
         self.schedule = schedule
         self.report = report
         self.elapsed = elapsed
@@ -144,8 +147,11 @@ class RuleEngine:
             m = leq(cfg.window_s)
             permitted = self.schedule.permit_for(now, "noise_over_limit") is not None
             cond = Condition.CLEAR if permitted else _classify(_value(m), limit, cfg.hysteresis_db)
+            figures = self._figures(m, limit, period, "leq")
+            if period == "night":
+                cond = self._construction_only(now, cfg.window_s, cond, figures)
             self._update("noise_over_limit", sensor, cfg.timing, now, cond,
-                         self._figures(m, limit, period, "leq"),
+                         figures,
                          f"LAeq {cfg.window_s // 60} min {_fmt(m)} dB(A) over the {period} limit {limit:.0f} dB(A)")
 
         ew = self.rules.early_warning
@@ -165,8 +171,10 @@ class RuleEngine:
             permit = self.schedule.permit_for(now, "night_work") if restricted else None
             cond = _classify(_value(m), nw.background_db, 2.0) if restricted and permit is None \
                 else Condition.CLEAR
+            work_figures = self._figures(m, nw.background_db, period, "leq") | {"restricted_hours": restricted}
+            cond = self._construction_only(now, nw.window_s, cond, work_figures)
             self._update("night_work", sensor, nw.timing, now, cond,
-                         self._figures(m, nw.background_db, period, "leq") | {"restricted_hours": restricted},
+                         work_figures,
                          f"work in restricted hours without a permit: LAeq {_fmt(m)} dB(A)")
 
     def _dust(self, now: datetime, sensor: str, index: dict[_Key, Measure]) -> None:
@@ -203,6 +211,19 @@ class RuleEngine:
                          figures(m, value, ew.window_s) | {"warn_at": round(line, 4)},
                          f"{cfg.quantity.upper()} {ew.window_s // 60}-min mean {shown(value)} {cfg.unit} "
                          f"near the limit {cfg.limit} {cfg.unit}")
+
+    def _construction_only(self, now: datetime, window_s: float, cond: Condition,
+                           figures: dict[str, Any]) -> Condition:
+        """With `rules.noise.night_requires_construction`: a level the microphone does not attribute to
+        construction (traffic, aircraft, ...) is no night breach. Without attribution, the level judges."""
+        cfg = self.rules.noise
+        if cond is Condition.CLEAR or not cfg.night_requires_construction or self.construction_share is None:
+            return cond
+        share = self.construction_share(now, window_s)
+        if share is None:
+            return cond
+        figures["construction_share"] = round(share, 3)
+        return Condition.CLEAR if share < cfg.construction_min_share else cond
 
     @staticmethod
     def _figures(m: Measure | None, limit: float, period: str, figure: str) -> dict[str, Any]:

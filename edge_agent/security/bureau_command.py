@@ -19,6 +19,15 @@ Checks, in order; the first that fails is the refusal reason: `oversize`, `malfo
 relay outside `bureau.relays_allowed`), `replayed`. The nonce is recorded last, only for a
 command that passed everything else, so forgeries cannot use up nonces.
 
+Talk (push-to-talk, edge_agent/voice/talk.py): `talk` with `{"format": "ogg"|"wav", "size": N,
+"sha256": HEX}` and either `"data"` (base64 of the whole file, up to 48 kB) or `"parts"`: the
+SHA-256 of each part, in order. Parts are raw bytes (at most 64 kB each) published on
+`cmd/talk/<sha256 of the whole>/<index>`, before or after the command; each is taken only if
+its hash is the one signed, so a forged or cut part is never played, and the assembled file
+must have the signed size and SHA-256. At most 300 kB and 30 s of audio (`oversize` above
+that); `reply_s` (0..60) asks for a shorter reply, or none. The talk topic takes messages up
+to 72 kB (`max_payload_bytes` if larger). `listen` with `{"seconds": 1..120}`.
+
 Relay commands: `relay` with `{"relay": ID, "state": "on"|"off"|"auto", "duration_s": 1..3600}`
 (`duration_s` with `on` only; without it `on` and `off` hold until the next command, `on`
 within the relay's `max_on_s`; `auto` hands the relay back to the violations); `spray` and
@@ -27,6 +36,9 @@ within the relay's `max_on_s`; `auto` hands the relay back to the violations); `
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +62,15 @@ _TARGET = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NONCE = re.compile(r"[A-Za-z0-9+/=_-]{16,128}")
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _SIGNATURE = re.compile(r"[A-Za-z0-9+/]{86}==")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+MAX_TALK_BYTES = 300_000  # the whole voice message
+MAX_TALK_S = 30.0
+TALK_INLINE_MAX = 48_000  # audio bytes carried in the command itself; more goes in parts
+TALK_PART_BYTES = 64_000  # largest part
+TALK_MAX_PARTS = 16
+TALK_COMMAND_MAX_BYTES = 72_000  # the talk topic's message limit (48 kB as base64, and the rest)
+TALK_FORMATS = ("ogg", "wav")
 
 
 @dataclass(frozen=True)
@@ -110,6 +131,9 @@ class VerifierPolicy:
     max_payload_bytes: int = 8192
     require_synchronized_clock: bool = False
     relays_allowed: frozenset[str] = frozenset(RELAY_ALIASES.values())
+    # Commands whose messages may be larger than max_payload_bytes (a talk carries audio).
+    payload_limits: Mapping[str, int] = field(default_factory=lambda: MappingProxyType(
+        {"talk": TALK_COMMAND_MAX_BYTES}))
 
 
 def parse_time(text: str) -> datetime:
@@ -177,7 +201,76 @@ def args_problem(name: str, args: Mapping[str, Any]) -> str | None:
         return only("camera")
     if name == "ping":
         return only()
+    if name == "talk":
+        return talk_problem(args) or only("format", "size", "sha256", "data", "parts", "reply_s")
+    if name == "listen":
+        seconds = args.get("seconds")
+        if type(seconds) is not int or not 1 <= seconds <= 120:
+            return "'seconds' must be an integer 1..120"
+        return only("seconds")
     return None
+
+
+def talk_problem(args: Mapping[str, Any]) -> str | None:
+    """What is wrong with a talk's audio fields (shape only; `talk_oversize` judges the size)."""
+    if args.get("format") not in TALK_FORMATS:
+        return f"'format' must be one of {', '.join(TALK_FORMATS)}"
+    size, sha = args.get("size"), args.get("sha256")
+    if type(size) is not int or size < 1:
+        return "'size' must be a positive integer (bytes of audio)"
+    if not (isinstance(sha, str) and _SHA256.fullmatch(sha)):
+        return "'sha256' must be 64 lower-case hex digits"
+    data, parts = args.get("data"), args.get("parts")
+    if (data is None) == (parts is None):
+        return "give exactly one of 'data' (base64 audio) or 'parts' (the SHA-256 of each part)"
+    if data is not None:
+        if not isinstance(data, str):
+            return "'data' must be base64 text"
+        try:
+            audio = base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            return "'data' is not valid base64"
+        if len(audio) != size or hashlib.sha256(audio).hexdigest() != sha:
+            return "'data' does not have the signed size and sha256"
+    if parts is not None and not (isinstance(parts, list) and 1 <= len(parts) <= TALK_MAX_PARTS
+                                  and all(isinstance(p, str) and _SHA256.fullmatch(p) for p in parts)):
+        return f"'parts' must list 1..{TALK_MAX_PARTS} SHA-256 hex digests"
+    reply = args.get("reply_s")
+    if reply is not None and not (type(reply) is int and 0 <= reply <= 60):
+        return "'reply_s' must be an integer 0..60"
+    return None
+
+
+def talk_oversize(args: Mapping[str, Any]) -> str | None:
+    """A talk whose audio is larger than the box plays (300 kB), or inline audio that belongs in parts."""
+    size = args.get("size")
+    if type(size) is int and size > MAX_TALK_BYTES:
+        return f"{size} bytes of audio, at most {MAX_TALK_BYTES}"
+    if isinstance(args.get("data"), str) and len(args["data"]) > (TALK_INLINE_MAX + 2) // 3 * 4:
+        return f"more than {TALK_INLINE_MAX} bytes of audio inline: send it in parts"
+    parts = args.get("parts")
+    if type(size) is int and isinstance(parts, list) and parts and size > len(parts) * TALK_PART_BYTES:
+        return f"{size} bytes in {len(parts)} part(s) of at most {TALK_PART_BYTES}"
+    return None
+
+
+def talk_args(audio: bytes, fmt: str, *, inline_max: int = TALK_INLINE_MAX,
+              part_bytes: int = TALK_PART_BYTES) -> tuple[dict[str, Any], list[bytes]]:
+    """The bureau side of a talk: its args, and the parts to publish on `cmd/talk/<sha256>/<i>`
+    (none when the audio travels inline)."""
+    if not 1 <= part_bytes <= TALK_PART_BYTES:
+        raise ValueError(f"part_bytes must be 1..{TALK_PART_BYTES}")
+    sha = hashlib.sha256(audio).hexdigest()
+    args: dict[str, Any] = {"format": fmt, "size": len(audio), "sha256": sha}
+    if len(audio) <= inline_max:
+        return {**args, "data": base64.b64encode(audio).decode("ascii")}, []
+    parts = [audio[i:i + part_bytes] for i in range(0, len(audio), part_bytes)]
+    return {**args, "parts": [hashlib.sha256(p).hexdigest() for p in parts]}, parts
+
+
+def talk_part_leaf(sha256: str, index: int) -> str:
+    """The topic leaf of one part of a talk's audio (under PREFIX/SITE/DEVICE/)."""
+    return f"cmd/talk/{sha256}/{index}"
 
 
 # For the bureau side (`edge-agent sign-command`): refuse to sign what the box would refuse.
@@ -210,8 +303,9 @@ class CommandVerifier:
 
     def verify(self, topic_name: str, payload: bytes) -> Command:
         p = self.policy
-        if len(payload) > p.max_payload_bytes:
-            raise Refused("oversize", f"{len(payload)} bytes, the limit is {p.max_payload_bytes}")
+        limit = max(p.max_payload_bytes, p.payload_limits.get(topic_name, 0))
+        if len(payload) > limit:
+            raise Refused("oversize", f"{len(payload)} bytes, the limit is {limit}")
         try:
             body = loads_strict(payload)
         except (ValueError, RecursionError) as exc:
@@ -280,6 +374,9 @@ class CommandVerifier:
             raise Refused("expired", f"expired {expires.isoformat()}, box time {now.isoformat()}")
         if name not in p.commands:
             raise Refused("unknown_command", f"'{name}' is not a command this box takes")
+        too_big = talk_oversize(args) if name == "talk" else None
+        if too_big:
+            raise Refused("oversize", too_big)
         problem = args_problem(name, args)
         if problem:
             raise Refused("invalid_args", problem)

@@ -25,6 +25,8 @@ class Topics:
     EVIDENCE = "evidence"
     CMD = "cmd/+"
     CMD_ACK = "cmd/ack"
+    VOICE = "voice"  # up: a crew's reply or a `listen` recording, signed (edge_agent/voice/message.py)
+    TALK_PARTS = "cmd/talk/+/+"  # down: cmd/talk/<sha256>/<index>, the parts of a talk's audio
 
     @staticmethod
     def evidence_file(evidence_id: str, filename: str) -> str:

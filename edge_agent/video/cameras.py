@@ -20,9 +20,11 @@ from drivers.camera import CameraCapture, CaptureSettings, ClipError, ClipInfo, 
 from drivers.camera.osd import Outline, watermark_jpeg, watermark_jpegs
 from drivers.types import Frame
 from edge_agent.config.cameras import CameraConfig
+from edge_agent.config.detectors import DetectorsConfig
 from edge_agent.types import Violation
 from edge_agent.video.motion import MotionGate
 from edge_agent.video.prep import small_grey
+from edge_agent.video.streams import Stream, StreamPlan, plan_streams
 from edge_agent.video.tamper import TamperMonitor, colour_saturation
 
 log = logging.getLogger(__name__)
@@ -39,22 +41,24 @@ class CameraFrame:
     """An analysis frame with what the core knows about it."""
 
     frame: Frame
-    motion: float  # share of pixels changed since the previous analysis frame
+    motion: float  # share of pixels changed since the previous analysis frame of the same stream
     moving: bool  # motion above the camera's motion_min_ratio: detectors may skip still frames
     tampered: bool  # view covered, blurred or moved: detections on it are not to be trusted
+    stream: Stream = "main"  # which stream it was decoded from: its detectors are plan.main or plan.sub
 
 
 class _Camera:
-    """One configured camera: its capture thread(s), motion gate and tamper monitor."""
+    """One configured camera: its capture thread(s), per-stream motion gates and its tamper monitor."""
 
-    def __init__(self, cfg: CameraConfig, owner: CamerasComponent):
+    def __init__(self, cfg: CameraConfig, owner: CamerasComponent, plan: StreamPlan):
         self.cfg = cfg
         self.owner = owner
-        self.motion = MotionGate(cfg.motion_min_ratio)
+        self.plan = plan
+        self.motion = {"main": MotionGate(cfg.motion_min_ratio), "sub": MotionGate(cfg.motion_min_ratio)}
         self.tamper = TamperMonitor(cfg.id, cfg.tamper, state_dir=owner.state_dir)
         self.error: str | None = None
-        self.analysis: CameraCapture | None = None
-        self.recorder: CameraCapture | None = None
+        self.main: CameraCapture | None = None  # always read: evidence (ring, clips, snapshots)
+        self.sub: CameraCapture | None = None  # read only when a detector needs it
         try:
             main, sub = cfg.stream_urls()
         except ValueError as exc:  # an unreadable password secret: this camera stays down, the rest runs
@@ -63,40 +67,47 @@ class _Camera:
             return
         ring_s = cfg.clip_pre_s + cfg.clip_post_s + RING_MARGIN_S
         base = CaptureSettings(
-            cfg.id, main, analysis_fps=cfg.analysis_fps, ring_s=ring_s, watchdog_s=cfg.watchdog_s,
+            cfg.id, main, analysis_fps=cfg.analysis_fps, keyframes_min_fps=plan.main_min_fps,
+            decode=plan.main_decoded, ring_s=ring_s, watchdog_s=cfg.watchdog_s,
             lost_after_s=cfg.tamper.lost_after_s, open_timeout_s=cfg.open_timeout_s,
             reconnect_min_s=cfg.reconnect_min_s, reconnect_max_s=cfg.reconnect_max_s, transport=cfg.transport,
         )
-        if sub is None:
-            self.analysis = self.recorder = CameraCapture(base, on_frame=self.on_frame, on_event=self.on_event)
-        else:  # decode the small sub-stream; record the main stream without decoding it
-            self.analysis = CameraCapture(replace(base, url=sub, ring_s=0.0), on_frame=self.on_frame,
-                                          on_event=self.on_event)
-            self.recorder = CameraCapture(replace(base, decode=False), on_event=self.on_main_event)
+        self.main = CameraCapture(base, on_frame=self._frames("main") if plan.main_decoded else None,
+                                  on_event=self._events("main"))
+        if plan.sub and sub is not None:  # the small sub-stream, decoded at its rate, never recorded
+            self.sub = CameraCapture(
+                replace(base, url=sub, analysis_fps=plan.sub_fps, keyframes_min_fps=None, decode=True, ring_s=0.0),
+                on_frame=self._frames("sub"), on_event=self._events("sub"))
 
     def captures(self) -> list[CameraCapture]:
-        return [c for c in {id(c): c for c in (self.analysis, self.recorder) if c is not None}.values()]
+        return [c for c in (self.main, self.sub) if c is not None]
 
-    def on_frame(self, frame: Frame) -> None:
+    def _frames(self, stream: Stream) -> Callable[[Frame], None]:
+        return lambda frame: self.on_frame(frame, stream)
+
+    def _events(self, stream: Stream) -> Callable[[StreamEvent], None]:
+        return lambda event: self.on_event(event, stream)
+
+    def on_frame(self, frame: Frame, stream: Stream = "main") -> None:
         grey = small_grey(frame.image)
-        sample = self.motion.update(grey)
-        # Colour vs IR (night) picture: each gets its own reference view, so the switch is not tamper.
-        for violation in self.tamper.observe(grey, frame.time, saturation=colour_saturation(frame.image)):
-            self.owner._violation(violation)
-        self.owner._frame(CameraFrame(frame, sample.ratio, sample.moving, self.tamper.view_tampered))
+        sample = self.motion[stream].update(grey)
+        if stream == self.plan.tamper_stream:
+            # Colour vs IR (night) picture: each gets its own reference view, so the switch is not tamper.
+            for violation in self.tamper.observe(grey, frame.time, saturation=colour_saturation(frame.image)):
+                self.owner._violation(violation)
+        self.owner._frame(CameraFrame(frame, sample.ratio, sample.moving, self.tamper.view_tampered, stream))
 
-    def on_event(self, event: StreamEvent) -> None:
+    def on_event(self, event: StreamEvent, stream: Stream = "main") -> None:
         if event.kind == "connected":
-            self.motion.reset()
+            self.motion[stream].reset()
+        if stream != self.plan.tamper_stream:
+            # The other stream: its faults are logged and shown in health; clips or some detectors miss the time.
+            if event.kind in ("frozen", "lost"):
+                log.warning("camera %s: %s stream %s (%s)", self.cfg.id, stream, event.kind, event.detail)
+            return
         for violation in self.tamper.stream_event(event.kind, datetime.fromtimestamp(event.time, timezone.utc),
                                                   event.detail):
             self.owner._violation(violation)
-
-    def on_main_event(self, event: StreamEvent) -> None:
-        """The recorded main stream of a sub-stream camera: faults are logged, clips just get shorter."""
-        if event.kind in ("frozen", "lost"):
-            log.warning("camera %s: main stream %s (%s); clips will miss this time", self.cfg.id, event.kind,
-                        event.detail)
 
 
 class CamerasComponent:
@@ -115,6 +126,7 @@ class CamerasComponent:
         device: str = "",
         clip_dir: Path | None = None,
         state_dir: Path | None = None,
+        detectors: DetectorsConfig | None = None,
     ):
         self.tz = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
         self.on_frame: Callable[[CameraFrame], None] = on_frame or _ignore
@@ -122,7 +134,8 @@ class CamerasComponent:
         self.site, self.device = site, device
         self.clip_dir = clip_dir
         self.state_dir = state_dir  # each camera's tamper reference view, kept across restarts
-        self._cameras = {c.id: _Camera(c, self) for c in configs if c.enabled}
+        # Which stream each camera's detectors read (detectors=None: entries are registered names).
+        self._cameras = {c.id: _Camera(c, self, plan_streams(c, detectors)) for c in configs if c.enabled}
 
     def subscribe(self, *, frames: Callable[[CameraFrame], None], violations: Callable[[Violation], None]) -> None:
         """Where analysis frames and camera violations go (set once, before start)."""
@@ -134,8 +147,11 @@ class CamerasComponent:
         for cam in self._cameras.values():
             for capture in cam.captures():
                 capture.start()
-                log.info("camera %s: reading %s at %.2g analysis fps", cam.cfg.id, redact(capture.settings.url),
-                         cam.cfg.analysis_fps)
+                st = capture.settings
+                what = (f"at {st.analysis_fps:.2g} analysis fps" if st.decode else "recorded only") + (
+                    f", keyframes only while they come every {1 / st.keyframes_min_fps:.3g} s or less"
+                    if st.decode and st.keyframes_min_fps else "")
+                log.info("camera %s: reading %s %s", cam.cfg.id, redact(st.url), what)
 
     def stop(self) -> None:
         for cam in self._cameras.values():
@@ -150,12 +166,16 @@ class CamerasComponent:
         rank = {"ok": 0, "degraded": 1, "down": 2}
         worst = "ok"
         for cam_id, cam in self._cameras.items():
-            if cam.analysis is None:
+            if cam.main is None:
                 entry: dict[str, Any] = {"state": "down", "last_error": cam.error}
             else:
-                entry = cam.analysis.health().as_dict()
-                if cam.recorder is not cam.analysis and cam.recorder is not None:
-                    entry["main_stream"] = cam.recorder.health().as_dict()
+                entry = cam.main.health().as_dict()  # the main stream: evidence, and keyframe analysis
+                entry["detectors"] = list(cam.plan.main)
+                if cam.sub is not None:
+                    sub = cam.sub.health().as_dict()
+                    sub["detectors"] = list(cam.plan.sub)
+                    entry["sub_stream"] = sub
+                    entry["state"] = max(entry["state"], sub["state"], key=lambda s: rank.get(s, 2))
             entry["tamper"] = cam.tamper.active()
             if entry["tamper"] and entry["state"] == "ok":
                 entry["state"] = "degraded"
@@ -176,8 +196,9 @@ class CamerasComponent:
     def snapshot(self, camera_id: str, violation_text: str, *, at: datetime | None = None) -> bytes:
         """A JPEG with the watermark (site, device, camera, local time, violation).
 
-        The picture is the latest analysis frame or, for a sub-stream camera or when `at` is
-        given, the main-stream frame at that time decoded from the packet ring. The stamped time
+        The picture is the latest main-stream analysis frame or, when the main stream is only
+        recorded (its detectors read the sub-stream) or when `at` is given, the main-stream frame
+        at that time decoded from the packet ring. The stamped time
         is the frame's capture time, not the time of the call.
         """
         taken, image = self._frame_for(camera_id, at)
@@ -191,8 +212,8 @@ class CamerasComponent:
 
     def _frame_for(self, camera_id: str, at: datetime | None) -> tuple[datetime, Any]:
         cam = self._get(camera_id)
-        ring = cam.recorder.ring if cam.recorder is not None else None
-        if ring is not None and (at is not None or cam.recorder is not cam.analysis):
+        ring = cam.main.ring if cam.main is not None else None
+        if ring is not None and (at is not None or not cam.plan.main_decoded):
             target = at.timestamp() if at is not None else (ring.newest() or time.time())
             try:
                 found = ring.decode_at(target)
@@ -201,7 +222,9 @@ class CamerasComponent:
                 found = None
             if found is not None:
                 return datetime.fromtimestamp(found[0], timezone.utc), found[1]
-        latest = cam.analysis.latest_frame() if cam.analysis is not None else None
+        latest = cam.main.latest_frame() if cam.main is not None else None
+        if latest is None and cam.sub is not None:  # no main-stream picture: the sub-stream's, smaller
+            latest = cam.sub.latest_frame()
         if latest is None:
             raise CameraUnavailable(f"camera {camera_id} has no picture yet")
         return latest.time, latest.image
@@ -227,21 +250,21 @@ class CamerasComponent:
         what was recorded is written (check ClipInfo.end); raises ClipError when there is nothing.
         """
         cam = self._get(camera_id)
-        if cam.recorder is None or cam.recorder.ring is None:
+        if cam.main is None or cam.main.ring is None:
             raise CameraUnavailable(f"camera {camera_id} records no video")
         pre = cam.cfg.clip_pre_s if pre_s is None else pre_s
         post = cam.cfg.clip_post_s if post_s is None else post_s
         start = around.timestamp() - pre
         end = around.timestamp() + post
         wait = (end - time.time()) + cam.cfg.watchdog_s + 2.0 if timeout_s is None else timeout_s
-        if not cam.recorder.ring.wait_until(end, wait):
+        if not cam.main.ring.wait_until(end, wait):
             log.warning("camera %s: clip until %s is incomplete (stream stalled)", camera_id, around + timedelta(
                 seconds=post))
         if path is None:
             base = self.clip_dir or Path("/tmp")
             base.mkdir(parents=True, exist_ok=True)
             path = base / f"{camera_id}_{around.astimezone(timezone.utc):%Y%m%dT%H%M%S_%f}Z.mp4"
-        return cam.recorder.ring.write_clip(start, end, path)
+        return cam.main.ring.write_clip(start, end, path)
 
     def clip(self, camera_id: str, around: datetime, pre_s: float | None = None, post_s: float | None = None,
              *, path: Path | None = None, timeout_s: float | None = None) -> Path:

@@ -1,8 +1,9 @@
 """Cameras meet detectors: frames go to the detectors each camera lists, detections become violations.
 
 Which detectors exist, their parameters and how each is built come from the registry in
-detectors/registry.py; this module gives each camera one worker thread and, per analysed
-frame, one `SharedFeatures` so detectors on a camera share backbone passes. Models are
+detectors/registry.py; this module gives each camera one worker thread (two when some of its
+detectors read its sub-stream: edge_agent/video/streams.py) and, per analysed frame, one
+`SharedFeatures` so detectors on a camera share backbone passes. Models are
 loaded once for the whole box (one `ModelPool`): each interpreter is locked for a pass, and
 a camera waits only when another camera's pass on that model is running (`health()` counts it).
 
@@ -40,6 +41,7 @@ from edge_agent.rules.tracker import Condition, Tracker
 from edge_agent.types import Seen, Violation
 from edge_agent.video.activity import Activity, ActivityLog
 from edge_agent.video.evidence import evidence_jpegs
+from edge_agent.video.streams import plan_streams
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +51,25 @@ def camera_view(camera: CameraConfig) -> CameraView:
     return CameraView(camera.id, {name: as_polygon(pts) for name, pts in camera.zones.items()})
 
 
-def build_detectors(camera: CameraConfig, detectors: DetectorsConfig, pool: ModelPool) -> list[Detector]:
+def build_detectors(camera: CameraConfig, detectors: DetectorsConfig, pool: ModelPool,
+                    names: Sequence[str] | None = None) -> list[Detector]:
     """The detector instances one camera runs (each keeps its own per-camera state)."""
     view = camera_view(camera)
-    return [registry.build(detectors.settings(name), view, pool) for name in camera.detectors]
+    return [registry.build(detectors.settings(name), view, pool)
+            for name in (camera.detectors if names is None else names)]
+
+
+def _worker_key(camera_id: str, stream: str) -> str:
+    """A camera's detectors on its sub-stream get a worker (and one-frame slot) of their own."""
+    return camera_id if stream == "main" else f"{camera_id}#{stream}"
 
 
 class _CameraWorker:
     """One camera's detectors and the thread that runs them."""
 
-    def __init__(self, camera_id: str, detectors: list[Detector], vision: Vision):
+    def __init__(self, camera_id: str, detectors: list[Detector], vision: Vision, stream: str = "main"):
         self.camera_id = camera_id
+        self.stream = stream
         self.detectors = detectors
         self.vision = vision
         # A one-frame slot: the capture thread never waits on a detector, and a slow box
@@ -71,7 +81,8 @@ class _CameraWorker:
         if self.thread is not None and self.thread.is_alive():
             return
         _drain(self.slot)
-        self.thread = threading.Thread(target=self._work, name=f"detect-{self.camera_id}", daemon=True)
+        self.thread = threading.Thread(target=self._work, name=f"detect-{_worker_key(self.camera_id, self.stream)}",
+                                       daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
@@ -110,13 +121,17 @@ class Vision:
         for cam in cameras:
             if not cam.enabled or not cam.detectors:
                 continue
+            # Detectors that need the full rate may read the camera's sub-stream (edge_agent/video/streams.py).
+            plan = plan_streams(cam, detectors)
             try:
-                built = build_detectors(cam, detectors, self.pool)
+                built = {stream: build_detectors(cam, detectors, self.pool, names)
+                         for stream, names in (("main", plan.main), ("sub", plan.sub)) if names}
             except Exception as exc:  # a bad model file must not take the cameras down
                 self.errors[cam.id] = str(exc)
                 log.error("camera %s: detectors not started: %s", cam.id, exc)
                 continue
-            self._workers[cam.id] = _CameraWorker(cam.id, built, self)
+            for stream, dets in built.items():
+                self._workers[_worker_key(cam.id, stream)] = _CameraWorker(cam.id, dets, self, stream)
         self.heap = HeapTrim(every_s=10.0)
         self._trackers: dict[str, Tracker] = {}
         # tracker key -> (clock.monotonic(), figures, message) of its last report
@@ -141,20 +156,20 @@ class Vision:
         return all(w.thread is None or w.thread.is_alive() for w in self._workers.values())
 
     def health(self) -> dict[str, Any]:
-        return {"state": "degraded" if self.errors else "ok", "cameras": sorted(self._workers),
+        return {"state": "degraded" if self.errors else "ok",
+                "cameras": sorted({w.camera_id for w in self._workers.values()}),
                 "analysed": self.analysed, "dropped": self.dropped, "errors": dict(self.errors),
                 "ms_last": {k: round(v, 1) for k, v in self.ms_last.items()},
                 "models": self.pool.loaded(), "inference": self.pool.contention(), "heap_trims": self.heap.trims}
 
     def detectors(self, camera_id: str) -> list[Detector]:
-        worker = self._workers.get(camera_id)
-        return list(worker.detectors) if worker else []
+        return [d for w in self._workers.values() if w.camera_id == camera_id for d in w.detectors]
 
     # --- frames in --------------------------------------------------------------------------------
 
     def on_frame(self, camera_frame: Any) -> None:
         """From a camera thread: hand the frame to that camera's detector worker."""
-        worker = self._workers.get(camera_frame.frame.camera_id)
+        worker = self._workers.get(_worker_key(camera_frame.frame.camera_id, getattr(camera_frame, "stream", "main")))
         if worker is not None and _replace(worker.slot, camera_frame):
             self.dropped += 1
 
@@ -163,7 +178,7 @@ class Vision:
         frame = camera_frame.frame
         if camera_frame.tampered:
             return  # a covered or moved view says nothing about the site
-        worker = self._workers.get(frame.camera_id)
+        worker = self._workers.get(_worker_key(frame.camera_id, getattr(camera_frame, "stream", "main")))
         if worker is None:
             return
         shared = SharedFeatures(frame.image, self.pool)

@@ -48,3 +48,56 @@
     });
   });
 })();
+// Push-to-talk (对讲): hold the button, speak, release; the recording goes to the console, which
+// signs it as a `talk` for the box. MediaRecorder gives WebM/Opus in Chromium, Ogg/Opus in Firefox.
+(function () {
+  "use strict";
+  document.addEventListener("DOMContentLoaded", function () {
+    var btn = document.querySelector("[data-talk]");
+    if (!btn) { return; }
+    var form = btn.form, state = document.getElementById("talk-state");
+    var rec = null, chunks = [], stream = null, startedAt = 0;
+    function say(text) { if (state) { state.textContent = text; } }
+    function start(ev) {
+      ev.preventDefault();
+      if (rec || !navigator.mediaDevices || !window.MediaRecorder) { say("no microphone / MediaRecorder"); return; }
+      navigator.mediaDevices.getUserMedia({ audio: true }).then(function (s) {
+        stream = s; chunks = []; startedAt = Date.now();
+        rec = new MediaRecorder(s);
+        rec.ondataavailable = function (e) { if (e.data && e.data.size) { chunks.push(e.data); } };
+        rec.onstop = send;
+        rec.start();
+        btn.classList.add("recording");
+        document.body.setAttribute("data-talk", "recording");
+        say("● REC");
+      }).catch(function (e) { say(String(e)); });
+    }
+    function stop(ev) {
+      if (ev) { ev.preventDefault(); }
+      if (rec && rec.state === "recording") { rec.stop(); }
+    }
+    function send() {
+      btn.classList.remove("recording");
+      if (stream) { stream.getTracks().forEach(function (t) { t.stop(); }); }
+      var blob = new Blob(chunks, { type: rec.mimeType || "audio/webm" });
+      rec = null;
+      var data = new FormData();
+      data.append("csrf", form.querySelector("[name=csrf]").value);
+      data.append("audio", blob, "talk");
+      say(((Date.now() - startedAt) / 1000).toFixed(1) + " s …");
+      document.body.setAttribute("data-talk", "sending");
+      fetch(form.action, { method: "POST", body: data, credentials: "same-origin" })
+        .then(function (r) { return r.json(); })
+        .then(function (j) {
+          if (j.id) {
+            document.body.setAttribute("data-talk", "sent");
+            window.location = window.location.pathname + "?cmd=" + encodeURIComponent(j.id) + "#commands";
+          } else { document.body.setAttribute("data-talk", "error"); say(j.error || "error"); }
+        })
+        .catch(function (e) { document.body.setAttribute("data-talk", "error"); say(String(e)); });
+    }
+    btn.addEventListener("mousedown", start);
+    btn.addEventListener("touchstart", start);
+    ["mouseup", "mouseleave", "touchend"].forEach(function (n) { btn.addEventListener(n, stop); });
+  });
+})();

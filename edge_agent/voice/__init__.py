@@ -1,0 +1,1 @@
+"""Two-way talk (双向对讲): the bureau's recorded voice on the speaker, the crew's reply, `listen`."""
