@@ -349,16 +349,13 @@ class Web:
                 "figure_bars": _figure_bars(ev["figures"])}
 
     async def event(self, request: Request, user: dict[str, Any]) -> Response:
-        try:
-            event_id = int(request.path_params["event_id"])
-        except ValueError:
-            return self._not_found(request, user)
-        ctx = await asyncio.to_thread(self._event_ctx, event_id, self.lang(request))
-        if ctx is None:
-            return self._not_found(request, user)
-        return self.render(request, "event.html", user, **ctx)
+        return await self._event_page(request, user, "event.html")
 
     async def event_fragment(self, request: Request, user: dict[str, Any]) -> Response:
+        """The event's verification part alone (the page refreshes it when a result arrives)."""
+        return await self._event_page(request, user, "verification.html")
+
+    async def _event_page(self, request: Request, user: dict[str, Any], template: str) -> Response:
         try:
             event_id = int(request.path_params["event_id"])
         except ValueError:
@@ -366,7 +363,7 @@ class Web:
         ctx = await asyncio.to_thread(self._event_ctx, event_id, self.lang(request))
         if ctx is None:
             return self._not_found(request, user)
-        return self.render(request, "verification.html", user, **ctx)
+        return self.render(request, template, user, **ctx)
 
     async def evidence_file(self, request: Request, user: dict[str, Any]) -> Response:
         p = request.path_params

@@ -44,6 +44,7 @@ from typing import Any
 from drivers.types import Reading
 from edge_agent.clock import clock_synchronized, utc_now
 from edge_agent.config import AgentConfig
+from edge_agent.files import sha256_file
 from edge_agent.security.canonical import canonical_bytes, loads_strict
 from edge_agent.security.keys import Signer, device_signer
 from edge_agent.timefmt import iso
@@ -329,20 +330,16 @@ def _write_durably(path: Path, data: bytes, *, atomic: bool = False) -> None:
 def _move_durably(source: Path, path: Path) -> tuple[str, int]:
     """Move `source` to `path` (a rename on one filesystem, else a copy) and fsync it; (SHA-256, size).
 
-    Hashed in 1 MB pieces: a clip is never read into memory whole. The source is gone after.
+    Hashed in pieces: a clip is never read into memory whole. The source is gone after.
     """
     try:
         os.replace(source, path)
     except OSError:  # another filesystem: copy, then drop the source
         shutil.copyfile(source, path)
         source.unlink(missing_ok=True)
-    h, size = hashlib.sha256(), 0
-    with open(path, "rb+") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
+    with open(path, "rb") as fh:
         os.fsync(fh.fileno())
-    return h.hexdigest(), size
+    return sha256_file(path), path.stat().st_size
 
 
 def _fsync_dir(path: Path) -> None:

@@ -46,7 +46,7 @@ import yaml
 
 from edge_agent.command_dispatch import ACK_KIND, AckResult
 from edge_agent.config import AgentConfig, ConfigError, Problem, load_checked
-from edge_agent.fleet.files import sha256_file, write_atomic
+from edge_agent.files import sha256_file, write_atomic
 from edge_agent.fleet.transfer import TRANSFER_KEYS, TransferError, Transfers
 from edge_agent.security.bureau_command import Ack, Command
 from edge_agent.timefmt import iso

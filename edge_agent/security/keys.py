@@ -21,6 +21,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge_agent.files import write_atomic
+
 log = logging.getLogger(__name__)
 
 PRIVATE_MODE = 0o600
@@ -122,18 +124,7 @@ def _make_dirs(folder: Path) -> None:
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     """Write through a temp file with exactly `mode` from the first byte, fsync, then rename."""
     _make_dirs(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)  # os.open's mode is filtered by the umask; this is not
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, mode)
 
 
 def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:

@@ -1,4 +1,4 @@
-"""Small file helpers: hashes and atomic writes that keep the old file's mode."""
+"""Small file helpers: hashes read in pieces, and atomic writes that keep the old file's mode."""
 
 from __future__ import annotations
 
