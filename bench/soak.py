@@ -616,6 +616,7 @@ def parse_time(text: str) -> float | None:
 
 def analyse(bureau: Bureau, data: Path, device_key: Any, work: Path) -> dict[str, Any]:
     """Everything the bureau got, checked against what the box archived, holds and still queues."""
+    from edge_agent.evidence.publish import Reassembly, parse_file_leaf
     from edge_agent.evidence.verify import bundle_dirs, verify_bundle, verify_chain
 
     with bureau.lock:
@@ -682,6 +683,7 @@ def analyse(bureau: Bureau, data: Path, device_key: Any, work: Path) -> dict[str
     manifests: dict[str, bytes] = {}
     manifest_ids: Counter[str] = Counter()
     files: dict[tuple[str, str], set[bytes]] = defaultdict(set)
+    joined = Reassembly()
     for m in unique.values():
         if m.topic == "evidence":
             body = json_or_none(m.payload)
@@ -689,11 +691,12 @@ def analyse(bureau: Bureau, data: Path, device_key: Any, work: Path) -> dict[str
                 manifests.setdefault(body["id"], m.payload)
                 manifest_ids[body["id"]] += 1
         elif m.topic.startswith("evidence/"):
-            _, bid, name = m.topic.split("/", 2)
-            files[(bid, name)].add(m.payload)
+            joined.add(m.topic, m.payload)
+    for key, data in joined.files().items():  # a large file (a clip) comes in parts
+        files[key].add(data)
     pend_manifests = {b["id"] for k, t, b in pend_json if t == "evidence" and b and "id" in b}
-    pend_files = {tuple(t.split("/", 2)[1:]): hashlib.sha256(p).hexdigest() for k, t, p in pending
-                  if t.startswith("evidence/")}
+    pend_files = {(piece.bundle, piece.name): True for k, t, p in pending
+                  if (piece := parse_file_leaf(t)) is not None}
     complete: list[str] = []
     verified: list[str] = []
     incomplete_lost: list[str] = []

@@ -340,6 +340,8 @@ class Ingest:
         s.refused += applied.refused
         s.batches += 1
         if applied.bundles_ready:
+            for site, device, bundle in applied.bundles_ready:  # committed: their files' parts are done with
+                self.verifier.files.remove_parts(site, device, bundle)
             self.verifier.submit(applied.bundles_ready)
         if self.hub is not None:
             for ev in applied.events:

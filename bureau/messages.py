@@ -2,7 +2,8 @@
 
 The payload formats are the agent's own (README "What goes to the bureau"): every JSON
 payload carries `msg_id`, `time`, `site`, `device` and `clock_synchronized`; evidence comes
-as each file's bytes on `evidence/<id>/<file>` and the signed manifest on `evidence`.
+as each file's bytes on `evidence/<id>/<file>` (a large one in parts on `…/<file>/<index>/<count>`)
+and the signed manifest on `evidence`.
 Anything else is a `Refused` record: kept for people to see, never applied.
 """
 
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from edge_agent.evidence.bundle import BUNDLE_DIR, FILE_NAME, MANIFEST
+from edge_agent.evidence.bundle import BUNDLE_DIR
+from edge_agent.evidence.publish import parse_file_leaf
 from edge_agent.security.bureau_command import parse_time
 from edge_agent.security.canonical import loads_strict
 
@@ -87,6 +89,19 @@ class EvidenceFile:
 
 
 @dataclass(frozen=True)
+class EvidencePart:
+    """One part of a large evidence file (`evidence/<id>/<file>/<index>/<count>`), joined on arrival of all."""
+
+    site: str
+    device: str
+    bundle: str
+    name: str
+    index: int
+    count: int
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Ack:
     site: str
     device: str
@@ -110,7 +125,7 @@ class Refused:
     sample: str = field(default="")
 
 
-Record = Status | Telemetry | Event | Manifest | EvidenceFile | Ack | Refused
+Record = Status | Telemetry | Event | Manifest | EvidenceFile | EvidencePart | Ack | Refused
 
 
 class _Refuse(Exception):
@@ -246,11 +261,13 @@ def _parse(site: str, device: str, leaf: list[str], payload: bytes, max_json: in
         if not isinstance(manifest.get("files"), list):
             raise _Refuse("malformed manifest: 'files' must be a list")
         return Manifest(site, device, manifest["id"], payload, manifest)
-    if leaf[0] == "evidence" and len(leaf) == 3:
-        bundle, name = leaf[1], leaf[2]
-        if not BUNDLE_DIR.fullmatch(bundle) or not FILE_NAME.fullmatch(name) or name == MANIFEST:
-            raise _Refuse("evidence file topic with a bad bundle id or file name")
-        return EvidenceFile(site, device, bundle, name, payload)
+    if leaf[0] == "evidence" and len(leaf) in (3, 5):
+        piece = parse_file_leaf(kind)
+        if piece is None:
+            raise _Refuse("evidence file topic with a bad bundle id, file name or part number")
+        if piece.count == 1:
+            return EvidenceFile(site, device, piece.bundle, piece.name, payload)
+        return EvidencePart(site, device, piece.bundle, piece.name, piece.index, piece.count, payload)
     raise _Refuse(f"unknown topic leaf '{kind[:40]}'")
 
 

@@ -5,6 +5,7 @@ Every test runs on both stores: SQLite (one machine) and PostgreSQL (a city; a r
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -16,6 +17,9 @@ from pg import cluster
 from bureau.messages import Refused, parse
 from bureau.store import FsEvidenceFiles
 from bureau.store.sql import SqlStore
+from bureau.verify import verify_one
+from edge_agent.evidence.bundle import EvidenceFile
+from edge_agent.evidence.publish import PART_BYTES
 
 Make = Callable[[Path], tuple[SqlStore, FsEvidenceFiles]]
 
@@ -119,6 +123,36 @@ def test_evidence_reassembled_verified_with_registered_key_and_chain_gaps(tmp_pa
     got = store.bundle(b.site, b.device, bundles[0][0].id)
     assert got["verification"] == "valid" and all(f["matches"] for f in got["files"])
     assert got["manifest"]["violation"]["key"] == bundles[0][0].manifest["violation"]["key"]
+
+
+def test_a_clip_in_parts_is_joined_whatever_the_order_and_a_wrong_part_fails(tmp_path: Path, make: Make):
+    store, files = make(tmp_path)
+    b = box(tmp_path)
+    t0 = datetime.now(timezone.utc)
+    clip = EvidenceFile("clip.mp4", os.urandom(3 * PART_BYTES // 2), "video/mp4")  # two parts
+    ev, msgs = b.bundle(b.violation("black_smoke", "started", t0, {"grade": 3}), extra=(clip,))
+    part_topics = [t for t, _, _ in msgs if "/clip.mp4/" in t]
+    assert [t.rsplit("/", 2)[1:] for t in part_topics] == [["0", "2"], ["1", "2"]]
+    manifest = [m for m in msgs if m[0].endswith("/evidence")]
+    first, second = (m for m in msgs if "/clip.mp4/" in m[0])
+    others = [m for m in msgs if m not in manifest and "/clip.mp4/" not in m[0]]
+    # The second part, the manifest and the other files first (a reconnect's order), the second part again.
+    r1 = feed(store, [second, *manifest, *others, second])
+    assert r1.bundles_ready == []
+    assert store.bundle(b.site, b.device, ev.id)["verification"] == "incomplete"
+    r2 = feed(store, [first])
+    assert verify_ready(store, files, r2) == {ev.id: "unverified"}  # complete; the key is not yet approved
+    assert files.read(b.site, b.device, ev.id, "clip.mp4") == clip.data
+    assert store.approve_seen_key(b.site, b.device, "admin", 0) == b.signer.key_id
+    assert verify_one(store, files, b.site, b.device, ev.id) == "valid"
+    files.remove_parts(b.site, b.device, ev.id)  # what Ingest does once the batch is committed
+    assert not (tmp_path / "evidence" / b.site / b.device / ".parts" / ev.id).exists()
+
+    # Another bundle whose second part was altered on the way: joined, checked, failed.
+    ev2, msgs2 = b.bundle(b.violation("black_smoke", "started", t0 + timedelta(seconds=5), {"grade": 4}),
+                          extra=(clip,))
+    bad = [(t, (p[:-1] + bytes([p[-1] ^ 1])) if t.endswith("/clip.mp4/1/2") else p, r) for t, p, r in msgs2]
+    assert verify_ready(store, files, feed(store, bad)) == {ev2.id: "failed"}
 
 
 def test_tampered_file_and_forged_signature_fail_and_a_changed_key_is_flagged(tmp_path: Path, make: Make):

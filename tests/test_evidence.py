@@ -22,7 +22,7 @@ from edge_agent.cli import main as edge_agent_main
 from edge_agent.config import load_config
 from edge_agent.daemon import build_agent
 from edge_agent.evidence.bundle import GENESIS_HASH, HEAD_FILE, MANIFEST, EvidenceFile, EvidenceStore, open_store
-from edge_agent.evidence.publish import publish_bundle
+from edge_agent.evidence.publish import MAX_PARTS, PART_BYTES, Reassembly, parse_file_leaf, publish_bundle
 from edge_agent.evidence.verify import verify_bundle, verify_chain
 from edge_agent.security.canonical import canonical_bytes
 from edge_agent.security.keys import Signer
@@ -289,6 +289,39 @@ def test_publish_order_is_files_then_manifest(tmp_path: Path, signer: Signer):
     publish_bundle(ev, lambda leaf, payload, *, kind: sent.append((leaf, payload, kind)))
     assert [s[0] for s in sent] == [f"evidence/{ev.id}/readings.json", f"evidence/{ev.id}/snapshot.jpg", "evidence"]
     assert {s[2] for s in sent} == {"evidence"}
+
+
+def test_a_large_file_goes_in_parts_read_one_at_a_time_and_joins_back(tmp_path: Path, signer: Signer):
+    clip = os.urandom(2 * PART_BYTES + 1234)  # three parts, the last one short
+    store = make_store(tmp_path / "evidence", signer)
+    ev = store.for_violation(violation(1), readings(20), [EvidenceFile("clip.mp4", clip, "video/mp4")])
+    sent: list[tuple[str, bytes]] = []
+    assert publish_bundle(ev, lambda leaf, payload, *, kind: sent.append((leaf, payload))) == 5
+    assert [t for t, _ in sent] == [f"evidence/{ev.id}/readings.json", f"evidence/{ev.id}/clip.mp4/0/3",
+                                    f"evidence/{ev.id}/clip.mp4/1/3", f"evidence/{ev.id}/clip.mp4/2/3", "evidence"]
+    assert max(len(p) for _, p in sent[1:4]) == PART_BYTES and len(sent[3][1]) == 1234
+    # Any order, a part twice: the join is the file the manifest hashed.
+    joined = Reassembly()
+    for leaf, payload in [sent[3], sent[1], sent[3], sent[0]]:
+        joined.add(leaf, payload)
+    assert joined.waiting() == {(ev.id, "clip.mp4")} and (ev.id, "clip.mp4") not in joined.files()
+    joined.add(*sent[2])
+    files = joined.files(ev.id)
+    assert files[(ev.id, "clip.mp4")] == clip and joined.waiting() == set()
+    listed = {f["name"]: f["sha256"] for f in json.loads(sent[-1][1])["files"]}
+    assert hashlib.sha256(files[(ev.id, "clip.mp4")]).hexdigest() == listed["clip.mp4"]
+
+
+@pytest.mark.parametrize("leaf", [
+    "evidence/{id}/clip.mp4/3/3", "evidence/{id}/clip.mp4/0/1", "evidence/{id}/clip.mp4/-1/3",
+    "evidence/{id}/clip.mp4/x/3", "evidence/{id}/clip.mp4/\u0661/3", f"evidence/{{id}}/clip.mp4/0/{MAX_PARTS + 1}",
+    "evidence/{id}/clip.mp4/0", "evidence/{id}/manifest.json/0/2", "evidence/{id}/../0/2", "evidence/nope/a.jpg/0/2",
+    "evidence/{id}/clip.mp4/0/2/x", "evidence/{id}/clip.mp4/000001/2",
+])
+def test_a_bad_part_topic_is_not_a_file(leaf: str):
+    good = "00000001-20261202T064057Z-caa4"
+    assert parse_file_leaf(f"evidence/{good}/clip.mp4/1/2") is not None
+    assert parse_file_leaf(leaf.replace("{id}", good).encode().decode("unicode_escape")) is None
 
 
 def test_reading_history_window_feeds_the_bundle(tmp_path: Path, signer: Signer):

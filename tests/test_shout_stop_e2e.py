@@ -28,6 +28,7 @@ from drivers.modbus.profile import load_profile
 from edge_agent.clock import SkippingClock
 from edge_agent.config import load_config
 from edge_agent.daemon import build_agent
+from edge_agent.evidence.publish import Reassembly
 from edge_agent.security.keys import Signer
 from firmware_tools.simulator import ConstantSource, SimMeter, Simulator
 
@@ -49,8 +50,11 @@ def save_bundle(bureau: Recorder, folder: Path, violation_key: str) -> Path | No
         manifest = json.loads(msg.payload)
         if (manifest.get("violation") or {}).get("key") != violation_key:
             continue
-        files = {m.topic.rsplit("/", 1)[1]: m.payload for m in msgs
-                 if m.topic.startswith(f"{BASE}/evidence/{manifest['id']}/")}
+        joined = Reassembly()  # a file over 256 kB (a clip) comes in parts
+        for m in msgs:
+            if m.topic.startswith(f"{BASE}/evidence/{manifest['id']}/"):
+                joined.add(m.topic[len(BASE) + 1:], m.payload)
+        files = {name: data for (_, name), data in joined.files(manifest["id"]).items()}
         if set(files) != {f["name"] for f in manifest["files"]}:
             return None  # not all of it has arrived yet
         out = folder / manifest["id"]

@@ -23,6 +23,13 @@ class EvidenceFiles(Protocol):
 
     def remove_bundle(self, site: str, device: str, bundle: str) -> None: ...
 
+    def write_part(self, site: str, device: str, bundle: str, name: str, index: int, count: int,
+                   data: bytes) -> None: ...
+
+    def join_parts(self, site: str, device: str, bundle: str, name: str, count: int) -> bytes | None: ...
+
+    def remove_parts(self, site: str, device: str, bundle: str) -> None: ...
+
 
 class FsEvidenceFiles:
     """Files under one directory; each write goes through a temporary file and a rename."""
@@ -39,13 +46,40 @@ class FsEvidenceFiles:
     def write(self, site: str, device: str, bundle: str, name: str, data: bytes) -> None:
         folder = self.bundle_dir(site, device, bundle)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder.parent / f".{bundle}.{name}.{os.getpid()}.tmp"
+        self._write(folder.parent / f".{bundle}.{name}.{os.getpid()}.tmp", folder / name, data)
+
+    def _write(self, tmp: Path, final: Path, data: bytes) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
             if self.fsync:
                 fh.flush()
                 os.fsync(fh.fileno())
-        os.replace(tmp, folder / name)
+        os.replace(tmp, final)
+
+    # Parts of a large file wait in ROOT/SITE/DEVICE/.parts/BUNDLE/NAME.COUNT/INDEX until all are
+    # here (any worker may get any part); the joined file is then written like a whole one.
+    # '.parts' cannot be a bundle id, and a part's count in the folder name keeps two different
+    # splittings of one file apart.
+
+    def _parts_dir(self, site: str, device: str, bundle: str) -> Path:
+        return self.root / site / device / ".parts" / bundle
+
+    def write_part(self, site: str, device: str, bundle: str, name: str, index: int, count: int,
+                   data: bytes) -> None:
+        folder = self._parts_dir(site, device, bundle) / f"{name}.{count}"
+        folder.mkdir(parents=True, exist_ok=True)
+        self._write(folder / f".{index}.{os.getpid()}.tmp", folder / str(index), data)
+
+    def join_parts(self, site: str, device: str, bundle: str, name: str, count: int) -> bytes | None:
+        """The file joined in index order, or None while a part is missing."""
+        folder = self._parts_dir(site, device, bundle) / f"{name}.{count}"
+        try:
+            return b"".join((folder / str(i)).read_bytes() for i in range(count))
+        except FileNotFoundError:
+            return None
+
+    def remove_parts(self, site: str, device: str, bundle: str) -> None:
+        shutil.rmtree(self._parts_dir(site, device, bundle), ignore_errors=True)
 
     def read(self, site: str, device: str, bundle: str, name: str) -> bytes | None:
         try:
@@ -55,3 +89,4 @@ class FsEvidenceFiles:
 
     def remove_bundle(self, site: str, device: str, bundle: str) -> None:
         shutil.rmtree(self.bundle_dir(site, device, bundle), ignore_errors=True)
+        self.remove_parts(site, device, bundle)

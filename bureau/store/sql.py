@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from bureau.messages import Ack, Event, EvidenceFile, Manifest, Record, Refused, Status, Telemetry
+from bureau.messages import Ack, Event, EvidenceFile, EvidencePart, Manifest, Record, Refused, Status, Telemetry
 from bureau.store.base import Applied, Store
 from bureau.store.files import EvidenceFiles
 from edge_agent.evidence.bundle import GENESIS_HASH
@@ -117,6 +117,8 @@ class SqlStore(Store):
                     self._manifest(db, rec, received, ready)
                 elif isinstance(rec, EvidenceFile):
                     self._file(db, rec, received, ready)
+                elif isinstance(rec, EvidencePart):
+                    self._part(db, rec, received, ready)
             # Telemetry (most of the traffic) in one round of statements per batch, not one per message.
             if telemetry:
                 self._insert_telemetry(db, telemetry)
@@ -319,6 +321,20 @@ class SqlStore(Store):
         db.execute("INSERT INTO bundles (site, device, bundle, received) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                    (f.site, f.device, f.bundle, received))
         self._check_complete(db, f.site, f.device, f.bundle, ready)
+
+    def _part(self, db: Conn, p: EvidencePart, received: float, ready: set[tuple[str, str, str]]) -> None:
+        """Keep the part on disk; the last one to arrive makes the file (checked like a whole one).
+
+        Parts stay until their bundle is complete (Ingest removes them after the commit): a
+        batch rolled back after the join finds them again when the broker redelivers it."""
+        have = db.execute("SELECT sha256 FROM bundle_files WHERE site=? AND device=? AND bundle=? AND name=?",
+                          (p.site, p.device, p.bundle, p.name)).fetchone()
+        if have is not None and have["sha256"] in self._listed(db, p.site, p.device, p.bundle, p.name):
+            return  # a re-send of a file already here and matching its manifest
+        self.files.write_part(p.site, p.device, p.bundle, p.name, p.index, p.count, p.data)
+        data = self.files.join_parts(p.site, p.device, p.bundle, p.name, p.count)
+        if data is not None:
+            self._file(db, EvidenceFile(p.site, p.device, p.bundle, p.name, data), received, ready)
 
     def _listed(self, db: Conn, site: str, device: str, bundle: str, name: str) -> set[str]:
         row = db.execute("SELECT manifest FROM bundles WHERE site=? AND device=? AND bundle=?",

@@ -31,3 +31,8 @@ class Topics:
     @staticmethod
     def evidence_file(evidence_id: str, filename: str) -> str:
         return f"evidence/{evidence_id}/{filename}"
+
+    @staticmethod
+    def evidence_part(evidence_id: str, filename: str, index: int, count: int) -> str:
+        """One part of a large evidence file (edge_agent/evidence/publish.py): index from 0."""
+        return f"evidence/{evidence_id}/{filename}/{index}/{count}"
