@@ -9,9 +9,10 @@ ANALYSIS_WIDTH = 320
 
 
 def small_grey(image_bgr: np.ndarray, width: int = ANALYSIS_WIDTH) -> np.ndarray:
-    """A grey copy `width` pixels wide (aspect kept); INTER_AREA averages, so sensor noise shrinks too."""
-    grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY) if image_bgr.ndim == 3 else image_bgr
-    h, w = grey.shape[:2]
-    if w == width:
-        return grey
-    return cv2.resize(grey, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    """A grey copy `width` pixels wide (aspect kept); INTER_AREA averages, so sensor noise shrinks too.
+
+    Shrunk first, then made grey: a full-size grey copy (2 MB at 1080p, per frame) is never made."""
+    h, w = image_bgr.shape[:2]
+    small = image_bgr if w == width else cv2.resize(image_bgr, (width, max(1, round(h * width / w))),
+                                                    interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
