@@ -692,8 +692,8 @@ def analyse(bureau: Bureau, data: Path, device_key: Any, work: Path) -> dict[str
                 manifest_ids[body["id"]] += 1
         elif m.topic.startswith("evidence/"):
             joined.add(m.topic, m.payload)
-    for key, data in joined.files().items():  # a large file (a clip) comes in parts
-        files[key].add(data)
+    for key, joined_bytes in joined.files().items():  # a large file (a clip) comes in parts
+        files[key].add(joined_bytes)
     pend_manifests = {b["id"] for k, t, b in pend_json if t == "evidence" and b and "id" in b}
     pend_files = {(piece.bundle, piece.name): True for k, t, p in pending
                   if (piece := parse_file_leaf(t)) is not None}
