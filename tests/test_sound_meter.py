@@ -222,3 +222,21 @@ def test_sound_level_cli_refuses_a_file_that_is_not_audio(tmp_path: Path,
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" + bytes(100))
     assert cli_main(["sound-level", str(bad), "--full-scale-db", "100"]) == 1
     assert "error" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_sound_level_cli_says_which_noise_it_was(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--source: the attribution a noise violation would carry, for checking it on site recordings."""
+    from test_sound_source import power_tool_like
+
+    rate = 48000
+    wav = tmp_path / "tool.wav"
+    _write_wav(wav, power_tool_like(6.0, rate=rate), rate)
+    assert cli_main(["sound-level", str(wav), "--full-scale-db", "100", "--source"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    source = got["source"]
+    assert source["windows"] >= 5 and source["likely"] == "construction", source
+    assert {"construction", "traffic", "aircraft", "unattributed"} <= set(source["shares"])
+    assert "laeq" in got  # the levels are still there
+    _write_wav(wav, sine(1000.0, 0.25, 3.0, rate), rate)  # a pure tone is no construction noise
+    assert cli_main(["sound-level", str(wav), "--full-scale-db", "100", "--source"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["source"]["likely"] != "construction"

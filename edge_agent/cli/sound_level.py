@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 NAME = "sound-level"
 HELP = "measure a recording: LAeq, LZeq, LAFmax, LCpeak (IEC 61672-1 weightings), one JSON line"
@@ -12,7 +13,8 @@ DESCRIPTION = (
     "Run a recording through the box's sound-level meter (A/C/Z weighting, Fast/Slow time weighting) "
     "and print one JSON line: laeq, lzeq, lceq, lafmax, lasmax, lcpeak (dB re 20 µPa) and seconds. "
     "Full scale is the sound pressure level of a sine whose peak is the file's full scale "
-    "(the microphone's full_scale_db, after calibration). Exit 1 if the file cannot be read."
+    "(the microphone's full_scale_db, after calibration). With --source, also which noise it was "
+    "(the box's YAMNet attribution). Exit 1 if the file cannot be read."
 )
 
 
@@ -23,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channel", type=int, default=0, help="channel to measure (default 0)")
     parser.add_argument("--per-second", action="store_true",
                         help="also print one JSON line per second before the summary line")
+    parser.add_argument("--source", action="store_true",
+                        help="also say which noise it was, as the box does on a noise violation (YAMNet: "
+                             "top classes, construction/traffic/aircraft/speech/music shares, likely source); "
+                             "the way to check attribution on site recordings")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,5 +48,23 @@ def run(args: argparse.Namespace) -> int:
     if args.per_second:
         for lv in levels:
             print(json.dumps(lv.as_json()))
-    print(json.dumps(summarise(levels)))
+    summary: dict[str, Any] = dict(summarise(levels))
+    if args.source:
+        summary["source"] = _source(samples, rate)
+    print(json.dumps(summary, ensure_ascii=False))
     return 0
+
+
+def _source(samples: Any, rate: int) -> dict[str, Any]:
+    """The box's attribution over the whole recording (every window, energy-weighted)."""
+    from datetime import datetime, timedelta, timezone
+
+    from drivers.microphone import AudioBlock
+    from edge_agent.sound.classifier import SourceClassifier, Yamnet
+
+    start = datetime(2000, 1, 1, tzinfo=timezone.utc)
+    seconds = len(samples) / rate
+    clf = SourceClassifier(Yamnet(), rate, keep_minutes=int(seconds // 60) + 2)
+    clf(AudioBlock(samples, rate, start))
+    found = clf.attribution(start, start + timedelta(seconds=seconds + 1))
+    return found.as_json() if found is not None else {"windows": 0, "likely": "unattributed"}
