@@ -105,10 +105,13 @@ def test_operator_sees_the_demo_box_live_and_shouts(mosquitto: Broker, tmp_path:
         ev = wait(lambda: next((e for e in store.events(limit=100) if e["verification"] == "valid"
                                 and e["snapshot"]), None), 240, "no verified camera evidence")
         driver.get(f"{running.url}/event/{ev['id']}")
-        assert driver.find_element(By.ID, "checks").get_attribute("data-verification") == "valid"
-        assert "签名有效" in driver.find_element(By.ID, "check-signature").text
+        # The verification fragment refreshes itself: read it through `wait`, which re-finds a swapped element.
+        wait(lambda: driver.find_element(By.ID, "checks").get_attribute("data-verification") == "valid", 15,
+             "the event page does not say valid")
+        wait(lambda: "签名有效" in driver.find_element(By.ID, "check-signature").text, 15, "no valid signature shown")
         dev_key = store.device(SITE, DEVICE)["key_id"]
-        assert driver.find_element(By.ID, "fingerprint").text.replace(" ", "").startswith(dev_key)
+        wait(lambda: driver.find_element(By.ID, "fingerprint").text.replace(" ", "").startswith(dev_key), 15,
+             "the fingerprint is not the registered key's")
         if driver.find_elements(By.ID, "clip"):
             ready = driver.execute_script(
                 "const v = document.getElementById('clip'); return v.play().then(() => new Promise(r => "
@@ -129,9 +132,10 @@ def test_operator_sees_the_demo_box_live_and_shouts(mosquitto: Broker, tmp_path:
                                    if c["state"] in ("played", "failed", "refused")), None), 60, "no final ack")
         assert final["state"] == "played", final
         wait(lambda: driver.find_elements(By.CSS_SELECTOR, "tr.hl .ack.played"), 10, "played not shown live")
-        row = driver.find_element(By.CSS_SELECTOR, "tr.hl")
-        assert [li.get_attribute("class").split()[-1] for li in row.find_elements(By.CSS_SELECTOR, ".ack")][:4] == \
-            ["sent", "accepted", "queued", "played"]
+        steps = ["sent", "accepted", "queued", "played"]  # the row is re-rendered on live updates: re-found each try
+        wait(lambda: [li.get_attribute("class").split()[-1] for li in driver.find_element(
+            By.CSS_SELECTOR, "tr.hl").find_elements(By.CSS_SELECTOR, ".ack")][:4] == steps, 10,
+            f"the ack timeline is not {steps}")
         full_screenshot(driver, shots / "demo-device.png")
         from edge_agent.actions.clips import cache_key
         from edge_agent.config import load_config

@@ -140,9 +140,11 @@ def test_console_in_a_real_browser(mosquitto: Broker, tmp_path: Path):
         driver.get(f"{running.url}/event/{event_id}")
         wait(lambda: driver.find_element(By.ID, "checks").get_attribute("data-verification") == "valid", 10,
              "evidence not shown as valid")
-        assert "签名有效" in driver.find_element(By.ID, "check-signature").text
-        assert "证据链完整" in driver.find_element(By.ID, "check-chain").text
-        assert driver.find_element(By.ID, "fingerprint").text.replace(" ", "").startswith(b.signer.key_id)
+        # The verification fragment refreshes on live updates: read it through `wait` (re-finds a swapped element).
+        wait(lambda: "签名有效" in driver.find_element(By.ID, "check-signature").text, 10, "no valid signature shown")
+        wait(lambda: "证据链完整" in driver.find_element(By.ID, "check-chain").text, 10, "chain not shown intact")
+        wait(lambda: driver.find_element(By.ID, "fingerprint").text.replace(" ", "").startswith(b.signer.key_id), 10,
+             "the fingerprint is not the box's key")
         assert driver.execute_script("return document.getElementById('snapshot').naturalWidth") > 0
         assert driver.find_element(By.ID, "readings-chart")
         full_screenshot(driver, shots / "event.png")
@@ -170,7 +172,8 @@ def test_console_in_a_real_browser(mosquitto: Broker, tmp_path: Path):
         driver.get(f"{running.url}/event/{store.events(limit=1)[0]['id']}")
         wait(lambda: driver.find_element(By.ID, "checks").get_attribute("data-verification") == "failed", 10,
              "tampered evidence not shown as failed")
-        assert "snapshot.jpg: SHA-256 does not match" in driver.find_element(By.ID, "problems").text
+        wait(lambda: "snapshot.jpg: SHA-256 does not match" in driver.find_element(By.ID, "problems").text, 10,
+             "the mismatching file is not named")
         full_screenshot(driver, shots / "event-tampered.png")
 
         # CSRF: a POST without the session's token is refused and sends nothing.
