@@ -307,10 +307,8 @@ class SqlStore(Store):
               ready: set[tuple[str, str, str]]) -> None:
         self._touch(db, f.site, f.device, received)  # the device's row lock first, as every writer takes it
         digest = hashlib.sha256(f.data).hexdigest()
-        old = db.execute("SELECT sha256 FROM bundle_files WHERE site=? AND device=? AND bundle=? AND name=?",
-                         (f.site, f.device, f.bundle, f.name)).fetchone()
-        if old is not None and (old["sha256"] == digest
-                                or digest not in self._listed(db, f.site, f.device, f.bundle, f.name)):
+        old = self._stored_sha256(db, f.site, f.device, f.bundle, f.name)
+        if old is not None and (old == digest or digest not in self._listed(db, f.site, f.device, f.bundle, f.name)):
             return  # a re-send; or a different copy that does not match the manifest either: keep the first
         self.files.write(f.site, f.device, f.bundle, f.name, f.data)
         db.execute("INSERT INTO bundle_files (site, device, bundle, name, sha256, size, received) "
@@ -327,14 +325,18 @@ class SqlStore(Store):
 
         Parts stay until their bundle is complete (Ingest removes them after the commit): a
         batch rolled back after the join finds them again when the broker redelivers it."""
-        have = db.execute("SELECT sha256 FROM bundle_files WHERE site=? AND device=? AND bundle=? AND name=?",
-                          (p.site, p.device, p.bundle, p.name)).fetchone()
-        if have is not None and have["sha256"] in self._listed(db, p.site, p.device, p.bundle, p.name):
+        have = self._stored_sha256(db, p.site, p.device, p.bundle, p.name)
+        if have is not None and have in self._listed(db, p.site, p.device, p.bundle, p.name):
             return  # a re-send of a file already here and matching its manifest
         self.files.write_part(p.site, p.device, p.bundle, p.name, p.index, p.count, p.data)
         data = self.files.join_parts(p.site, p.device, p.bundle, p.name, p.count)
         if data is not None:
             self._file(db, EvidenceFile(p.site, p.device, p.bundle, p.name, data), received, ready)
+
+    def _stored_sha256(self, db: Conn, site: str, device: str, bundle: str, name: str) -> str | None:
+        row = db.execute("SELECT sha256 FROM bundle_files WHERE site=? AND device=? AND bundle=? AND name=?",
+                         (site, device, bundle, name)).fetchone()
+        return None if row is None else str(row["sha256"])
 
     def _listed(self, db: Conn, site: str, device: str, bundle: str, name: str) -> set[str]:
         row = db.execute("SELECT manifest FROM bundles WHERE site=? AND device=? AND bundle=?",

@@ -323,16 +323,16 @@ class CameraCapture:
                         with self._latest_cond:
                             self._replacing, self._latest = True, None
                         try:
-                            self._hand_on(Frame(
-                                camera_id=s.camera_id,
-                                time=datetime.fromtimestamp(min(clock.at(fts), arrival), timezone.utc),
-                                image=frame.to_ndarray(format="bgr24"),
-                                keyframe=bool(frame.key_frame),
-                            ))
-                        finally:
-                            with self._latest_cond:
-                                self._replacing = False
-                                self._latest_cond.notify_all()
+                            image = frame.to_ndarray(format="bgr24")
+                        except BaseException:
+                            self._set_latest(None)  # no picture until the next frame; waiters are released
+                            raise
+                        self._hand_on(Frame(
+                            camera_id=s.camera_id,
+                            time=datetime.fromtimestamp(min(clock.at(fts), arrival), timezone.utc),
+                            image=image,
+                            keyframe=bool(frame.key_frame),
+                        ))
 
     def _on_packet(self, arrival: float, first: bool) -> None:
         now = time.monotonic()
@@ -351,11 +351,14 @@ class CameraCapture:
             log.info("camera %s: streaming %s", self.settings.camera_id, resumed)
             self._emit(StreamEvent(self.settings.camera_id, "connected", arrival, resumed))
 
-    def _hand_on(self, frame: Frame) -> None:
+    def _set_latest(self, frame: Frame | None) -> None:
         with self._latest_cond:
             self._latest = frame
             self._replacing = False
             self._latest_cond.notify_all()
+
+    def _hand_on(self, frame: Frame) -> None:
+        self._set_latest(frame)
         with self._lock:
             self._frames_out += 1
         if self.on_frame is None:
