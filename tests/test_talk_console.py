@@ -85,7 +85,11 @@ def test_operator_holds_push_to_talk_and_the_box_plays_it(mosquitto: Broker, tmp
                               bureau={"trusted_keys": [{"name": "console",
                                                         "public_key": running.console.signer.public_b64}]},
                               microphone={"enabled": True, "sample_rate": 16000},
-                              voice={"reply_after_talk_s": 2})
+                              voice={"reply_after_talk_s": 2},
+                              # The crew's loud tone must not start a warning of its own (at night, Lmax
+                              # would): the only thing the speaker plays here is the operator's talk.
+                              rules={"noise": {"enabled": False}, "early_warning": {"enabled": False},
+                                     "night_lmax": {"enabled": False}, "night_work": {"enabled": False}})
         box = build_agent(load_config(config))
         box.agent.start()
         store = running.console.store
