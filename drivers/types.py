@@ -41,3 +41,4 @@ class Frame:
     time: datetime
     image: Any = field(repr=False)
     keyframe: bool = False
+    small: Any = field(default=None, repr=False, compare=False)  # grey, analysis-sized (drivers/camera/luma.py)

@@ -387,6 +387,13 @@ class EvidenceWorker:
         self.last_error = ""
 
     def submit(self, violation: Violation) -> None:
+        for source in self.media:  # a camera keeps the clip's video from now until the job cuts it
+            reserve = getattr(source, "reserve", None)
+            if reserve is not None:
+                try:
+                    reserve(violation)
+                except Exception as exc:
+                    log.warning("evidence media for %s could not be reserved: %s", violation.key, exc)
         try:
             self._queue.put_nowait(violation)
         except queue.Full:  # the job is on disk: it is built when the retries come round

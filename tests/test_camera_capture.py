@@ -13,16 +13,19 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import pytest
 from rtsp_helpers import RtspServer, free_port, read_barcode, require_ffmpeg, require_rtsp
 
-from drivers.camera import CameraCapture, CaptureSettings, StreamEvent
+from drivers.camera import CameraCapture, CaptureSettings, PacketRing, StreamEvent
 from drivers.camera.osd import draw_watermark
+from drivers.camera.ring import RingPacket, StreamInfo
 from drivers.types import Frame
 from edge_agent.config.cameras import CameraConfig
 from edge_agent.types import Violation
@@ -95,16 +98,21 @@ def test_long_gop_decodes_only_up_to_the_needed_frame() -> None:
     cap = CameraCapture(CaptureSettings("cam1", server.url, analysis_fps=1.0), sink.frame)
     cap.start()
     try:
-        assert sink.wait_frames(7, 20)
+        # Counted once the GOP length is known: before, the packets ahead of the first keyframe are
+        # skipped and the first GOP is read keyframes-only, so how far the start lands would count.
+        assert sink.wait_frames(4, 20)
+        before = cap.health()
+        assert sink.wait_frames(10, 20)
         health = cap.health()
     finally:
         cap.stop()
         server.kill()
-    assert health.decode_mode == "gop"
+    assert before.gop_frames == 30 and health.decode_mode == "gop"
     assert not all(f.keyframe for f in sink.frames[2:])  # the mid-GOP frame is a P-frame
     # Per 2 s GOP (30 packets): the keyframe and the 15 P-frames up to the 1 s mark, not the rest.
-    share = health.decoded / (health.decoded + health.skipped)
-    assert 0.35 < share < 0.75, health
+    decoded, skipped = health.decoded - before.decoded, health.skipped - before.skipped
+    share = decoded / (decoded + skipped)
+    assert 0.35 < share < 0.75, (before, health)
 
 
 def test_reconnects_within_10_s_after_the_server_restarts(clock_server: RtspServer) -> None:
@@ -231,6 +239,83 @@ def test_clip_holds_the_pre_event_seconds_and_plays(clock_server: RtspServer, tm
     assert abs((images[-1][0] - images[0][0]) - (painted_last - painted_first)) < 0.15
     assert abs(info.start - painted_first) < 0.5
     assert not violations
+
+
+def test_a_held_clip_cut_late_still_opens_at_its_start_and_then_lets_the_video_go(
+        clock_server: RtspServer, tmp_path: Path) -> None:
+    """An evidence job waiting behind others: the ring (pre 3 + post 2 + a 2-s margin) keeps the held
+    clip's video past its seconds until the clip is cut, and no longer."""
+    comp, _, frames = _component(clock_server.url, tmp_path)
+    comp.start()
+    try:
+        assert _wait(lambda: len(frames) >= 2, 15)
+        time.sleep(4.0)
+        around = datetime.now(timezone.utc)
+        t0 = around.timestamp()
+        comp.hold_clip("cam1", around)
+        time.sleep(12.0)  # the job comes round long after the ring's 7 s
+        ring = comp._cameras["cam1"].main.ring
+        assert ring is not None and ring.pinned() == [t0 - 3.0]
+        assert (ring.oldest() or 0.0) <= t0 - 3.0  # still there
+        info = comp.clip_info("cam1", around)
+        assert ring.pinned() == []
+        time.sleep(1.5)  # a GOP later the ring is back to its seconds
+        assert (ring.oldest() or 0.0) > t0 + 12.0 - 7.0 - 1.1
+    finally:
+        comp.stop()
+    with av.open(str(info.path)) as container:
+        images = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    assert t0 - 3.0 - 1.0 - 0.3 <= read_barcode(images[0]) <= t0 - 3.0 + 0.05
+    assert read_barcode(images[-1]) >= t0 + 2.0 - 0.15
+
+
+def _feed(ring: PacketRing, info: StreamInfo, start: float, seconds: int, fps: int = 5, gop: int = 5) -> None:
+    """`seconds` of 1-kB packets from wall time `start`, a keyframe every `gop` packets."""
+    for i in range(seconds * fps):
+        ring.add(info, RingPacket(start + i / fps, i, i, i % gop == 0, bytes(1024)))
+
+
+def test_a_pinned_start_outlives_the_ring_seconds_until_unpinned_and_a_stale_pin_expires() -> None:
+    info = StreamInfo("h264", Fraction(1, 90000), 16, 16, b"", b"")
+    ring = PacketRing(seconds=5.0, max_pin_s=60.0)
+    _feed(ring, info, 1000.0, 10)
+    assert ring.oldest() == 1004.0  # the GOP holding newest - 5 s (1004.8)
+    ring.pin(1005.0)
+    ring.pin(1005.0)  # two clips owed from there
+    _feed(ring, info, 1010.0, 20)
+    assert ring.oldest() == 1005.0 and ring.pinned() == [1005.0, 1005.0]
+    ring.unpin(1005.0)
+    _feed(ring, info, 1030.0, 1)
+    assert ring.oldest() == 1005.0  # one clip still owed
+    ring.unpin(1005.0)
+    _feed(ring, info, 1031.0, 1)
+    assert ring.oldest() == 1026.0 and ring.pinned() == []
+    ring.pin(1027.0)  # a job that never cuts its clip: dropped once older than max_pin_s
+    _feed(ring, info, 1032.0, 60)
+    assert ring.pinned() == [] and ring.oldest() == 1086.0
+    small = PacketRing(seconds=5.0, max_bytes=20 * 1024)  # the byte cap wins over a pin
+    small.pin(2000.0)
+    _feed(small, info, 2000.0, 10)
+    assert small.stats()["bytes"] <= 20 * 1024 + 5 * 1024
+
+
+def test_the_small_grey_from_the_luma_plane_matches_the_one_from_the_bgr_picture() -> None:
+    """Motion and tamper read the capture's luma-plane copy: it must be the picture small_grey makes."""
+    from drivers.camera.luma import small_luma
+    from edge_agent.video.prep import small_grey
+
+    rng = np.random.default_rng(3)
+    bgr = cv2.GaussianBlur(rng.integers(0, 256, (1080, 1920, 3), dtype=np.uint8), (0, 0), 9)
+    cv2.rectangle(bgr, (200, 150), (900, 700), (20, 40, 230), -1)  # colour, edges, dark and bright parts
+    cv2.rectangle(bgr, (1100, 300), (1700, 900), (250, 250, 250), -1)
+    cv2.rectangle(bgr, (100, 800), (600, 1050), (5, 5, 5), -1)
+    for fmt in ("yuv420p", "yuvj420p"):
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format=fmt)
+        luma = small_luma(frame, 320)
+        assert luma is not None and luma.shape == (180, 320) and luma.dtype == np.uint8
+        diff = np.abs(luma.astype(int) - small_grey(frame.to_ndarray(format="bgr24")).astype(int))
+        assert diff.mean() < 1.5 and diff.max() <= 8, (fmt, diff.mean(), diff.max())
+    assert small_luma(av.VideoFrame.from_ndarray(bgr, format="bgr24"), 320) is None  # not planar YUV: none
 
 
 def test_snapshot_carries_the_watermark(clock_server: RtspServer, tmp_path: Path) -> None:

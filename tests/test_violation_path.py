@@ -5,6 +5,7 @@ Also: night work raised from noise carries what the cameras saw over its window.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,39 @@ def test_corroboration_outlines_the_people_on_the_evidence_snapshot():
     assert enriched.seen is not None and enriched.seen.camera == "cam-yard" and enriched.seen.outlines == (box,)
     other = violation("noise_over_limit")
     assert log.corroborate(other) is other
+
+
+def test_a_camera_is_told_to_keep_each_clip_when_its_violation_is_reported_not_when_its_job_runs(tmp_path: Path):
+    """The evidence worker builds one bundle at a time: a media source with `reserve` hears of each
+    violation at once (the camera pins the clip's start), and is asked for its files later."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge_agent.evidence.bundle import EvidenceStore
+    from edge_agent.history import ReadingHistory
+    from edge_agent.security.keys import Signer
+    from edge_agent.violations import EvidenceWorker
+
+    calls: list[tuple[str, str]] = []
+
+    class Camera:
+        def reserve(self, v: Violation) -> None:
+            calls.append(("reserve", v.key))
+
+        def __call__(self, v: Violation) -> list:
+            calls.append(("files", v.key))
+            return []
+
+    store = EvidenceStore(tmp_path / "evidence", Signer(Ed25519PrivateKey.generate()), "s", "d")
+    worker = EvidenceWorker(store, ReadingHistory(), None, 60, media=[Camera()])
+    first, second = violation(at=T0), violation(at=T0 + timedelta(seconds=1))
+    worker.submit(first)
+    worker.submit(second)  # both reported before any job ran
+    assert calls == [("reserve", first.key), ("reserve", second.key)]
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while worker.bundles < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        worker.stop()
+    assert calls[2:] == [("files", first.key), ("files", second.key)] and worker.bundles == 2

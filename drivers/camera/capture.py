@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 
 from drivers.camera.clock import StreamClock
+from drivers.camera.luma import small_luma
 from drivers.camera.plan import DecodePlan
 from drivers.camera.ring import PacketRing, RingPacket, StreamInfo, hold
 from drivers.types import Frame
@@ -54,6 +55,7 @@ class CaptureSettings:
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 5.0
     transport: str = "tcp"
+    small_width: int = 0  # > 0: each frame also carries a grey copy this wide, from its luma plane
 
 
 @dataclass(frozen=True)
@@ -323,6 +325,7 @@ class CameraCapture:
                         with self._latest_cond:
                             self._replacing, self._latest = True, None
                         try:
+                            small = small_luma(frame, s.small_width)
                             image = frame.to_ndarray(format="bgr24")
                         except BaseException:
                             self._set_latest(None)  # no picture until the next frame; waiters are released
@@ -332,7 +335,11 @@ class CameraCapture:
                             time=datetime.fromtimestamp(min(clock.at(fts), arrival), timezone.utc),
                             image=image,
                             keyframe=bool(frame.key_frame),
+                            small=small,
                         ))
+                        # Not held here until the next conversion: with this name still bound, the
+                        # last picture (6 MB at 1080p) would live on beside the next one.
+                        del image, small
 
     def _on_packet(self, arrival: float, first: bool) -> None:
         now = time.monotonic()

@@ -16,7 +16,7 @@ import io
 import mmap
 import os
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -98,15 +98,39 @@ class ClipInfo:
 
 
 class PacketRing:
-    """Thread-safe: the capture thread adds, evidence threads cut clips."""
+    """Thread-safe: the capture thread adds, evidence threads cut clips.
 
-    def __init__(self, seconds: float, max_bytes: int = 64 * 1024 * 1024):
+    A clip that is owed but not cut yet (its evidence job waits behind others) pins its start
+    (`pin`): the GOPs from there on stay past `seconds` until it is cut (`unpin`), so the ring
+    needs no spare seconds for a queue of jobs. A pin older than `max_pin_s` is dropped (a job
+    that died before cutting its clip), and `max_bytes` bounds the ring whatever is pinned.
+    """
+
+    def __init__(self, seconds: float, max_bytes: int = 64 * 1024 * 1024, max_pin_s: float = 300.0):
         self.seconds = seconds
         self.max_bytes = max_bytes
+        self.max_pin_s = max_pin_s
         self._gops: deque[_Gop] = deque()
         self._bytes = 0
+        self._pins: Counter[float] = Counter()  # clip start (wall seconds) -> clips owed from there
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+
+    def pin(self, start: float) -> None:
+        """Keep what a clip starting at wall time `start` needs until `unpin(start)`."""
+        with self._lock:
+            self._pins[start] += 1
+
+    def unpin(self, start: float) -> None:
+        with self._lock:
+            if self._pins[start] <= 1:
+                self._pins.pop(start, None)
+            else:
+                self._pins[start] -= 1
+
+    def pinned(self) -> list[float]:
+        with self._lock:
+            return sorted(self._pins.elements())
 
     def add(self, info: StreamInfo, packet: RingPacket) -> None:
         """Append one packet; packets before a stream's first keyframe are useless and dropped."""
@@ -125,6 +149,11 @@ class PacketRing:
 
     def _prune(self, newest: float) -> None:
         horizon = newest - self.seconds
+        if self._pins:
+            for stale in [t for t in self._pins if t < newest - self.max_pin_s]:
+                del self._pins[stale]
+            if self._pins:
+                horizon = min(horizon, min(self._pins))
         while len(self._gops) >= 2 and (self._gops[1].start <= horizon or self._bytes > self.max_bytes):
             self._bytes -= self._gops.popleft().size
 

@@ -23,13 +23,16 @@ from edge_agent.config.cameras import CameraConfig
 from edge_agent.config.detectors import DetectorsConfig
 from edge_agent.types import Violation
 from edge_agent.video.motion import MotionGate
-from edge_agent.video.prep import small_grey
+from edge_agent.video.prep import ANALYSIS_WIDTH, small_grey
 from edge_agent.video.streams import Stream, StreamPlan, plan_streams
 from edge_agent.video.tamper import TamperMonitor, colour_saturation
 
 log = logging.getLogger(__name__)
 
-RING_MARGIN_S = 10.0  # a clip may need up to one GOP before its start: room for GOPs up to ~10 s
+# The ring keeps whole GOPs back to the one holding its horizon, so a clip of pre + post seconds
+# finds its keyframe whatever the GOP; the margin is for the moment between the clip's end being
+# recorded and the cut. A clip whose job waits behind others pins its start (hold_clip).
+RING_MARGIN_S = 2.0
 
 
 class CameraUnavailable(LookupError):
@@ -71,6 +74,7 @@ class _Camera:
             decode=plan.main_decoded, ring_s=ring_s, watchdog_s=cfg.watchdog_s,
             lost_after_s=cfg.tamper.lost_after_s, open_timeout_s=cfg.open_timeout_s,
             reconnect_min_s=cfg.reconnect_min_s, reconnect_max_s=cfg.reconnect_max_s, transport=cfg.transport,
+            small_width=ANALYSIS_WIDTH,
         )
         self.main = CameraCapture(base, on_frame=self._frames("main") if plan.main_decoded else None,
                                   on_event=self._events("main"))
@@ -89,7 +93,7 @@ class _Camera:
         return lambda event: self.on_event(event, stream)
 
     def on_frame(self, frame: Frame, stream: Stream = "main") -> None:
-        grey = small_grey(frame.image)
+        grey = frame.small if frame.small is not None else small_grey(frame.image)
         sample = self.motion[stream].update(grey)
         if stream == self.plan.tamper_stream:
             # Colour vs IR (night) picture: each gets its own reference view, so the switch is not tamper.
@@ -242,6 +246,17 @@ class CamerasComponent:
             cam.cfg.osd_text,
         ]
 
+    def hold_clip(self, camera_id: str, around: datetime, pre_s: float | None = None) -> None:
+        """Keep the video a clip around `around` needs until that clip is cut (`clip_info` lets it go).
+
+        Called when a violation is reported, so a clip whose evidence job waits behind others
+        still finds its start in the ring.
+        """
+        cam = self._get(camera_id)
+        if cam.main is None or cam.main.ring is None:
+            return
+        cam.main.ring.pin(around.timestamp() - (cam.cfg.clip_pre_s if pre_s is None else pre_s))
+
     def clip_info(self, camera_id: str, around: datetime, pre_s: float | None = None, post_s: float | None = None,
                   *, path: Path | None = None, timeout_s: float | None = None) -> ClipInfo:
         """Wait until `post_s` after `around` is recorded, then remux [around - pre_s, around + post_s].
@@ -260,11 +275,14 @@ class CamerasComponent:
         if not cam.main.ring.wait_until(end, wait):
             log.warning("camera %s: clip until %s is incomplete (stream stalled)", camera_id, around + timedelta(
                 seconds=post))
-        if path is None:
-            base = self.clip_dir or Path("/tmp")
-            base.mkdir(parents=True, exist_ok=True)
-            path = base / f"{camera_id}_{around.astimezone(timezone.utc):%Y%m%dT%H%M%S_%f}Z.mp4"
-        return cam.main.ring.write_clip(start, end, path)
+        try:
+            if path is None:
+                base = self.clip_dir or Path("/tmp")
+                base.mkdir(parents=True, exist_ok=True)
+                path = base / f"{camera_id}_{around.astimezone(timezone.utc):%Y%m%dT%H%M%S_%f}Z.mp4"
+            return cam.main.ring.write_clip(start, end, path)
+        finally:
+            cam.main.ring.unpin(start)  # hold_clip's, if it was held
 
     def clip(self, camera_id: str, around: datetime, pre_s: float | None = None, post_s: float | None = None,
              *, path: Path | None = None, timeout_s: float | None = None) -> Path:

@@ -32,15 +32,23 @@ class CameraEvidence:
     def __init__(self, cameras: CamerasComponent):
         self.cameras = cameras
 
-    def __call__(self, violation: Violation) -> list[EvidenceFile]:
+    def _camera(self, violation: Violation) -> str | None:
+        """The camera that saw it (a detector's, or the one whose activity backs up a noise breach),
+        else the violation's own camera, else the site's first."""
         ids = self.cameras.camera_ids()
+        if violation.seen is not None and violation.seen.camera in ids:
+            return violation.seen.camera
+        return violation.source if violation.source in ids else (ids[0] if ids else None)
+
+    def reserve(self, violation: Violation) -> None:
+        """At the report: the camera keeps this violation's clip until its job cuts it."""
+        camera = self._camera(violation)
+        if camera is not None:
+            self.cameras.hold_clip(camera, violation.time)
+
+    def __call__(self, violation: Violation) -> list[EvidenceFile]:
         seen = violation.seen
-        # The camera that saw it (a detector's, or the one whose activity backs up a noise breach),
-        # else the violation's own camera, else the site's first.
-        if seen is not None and seen.camera in ids:
-            camera: str | None = seen.camera
-        else:
-            camera = violation.source if violation.source in ids else (ids[0] if ids else None)
+        camera = self._camera(violation)
         if camera is None:
             return []
         files: list[EvidenceFile] = []
