@@ -1,7 +1,8 @@
 """The whole box: 3 meters, 2 cameras analysed at 1 fps, every detector, for 5 minutes.
 
-The site camera runs black smoke and bare soil (one backbone); the exit camera runs washing,
-uncovered load and site activity (one COCO detector pass) and black smoke.
+The site camera runs black smoke and bare soil (MobileNet V1 shared; smoke reads V2 beside it);
+the exit camera runs washing, uncovered load and site activity (one COCO detector pass) and
+black smoke.
 
 The agent runs as its own process (`edge-agent run`), exactly as systemd would start it;
 its CPU time and peak RSS are read from /proc. Everything around it runs in other

@@ -19,6 +19,7 @@ import logging
 import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,10 +235,57 @@ class Backbone:
 
     def feature_map(self, image_bgr: np.ndarray) -> np.ndarray:
         """The (grid_h, grid_w, channels) float32 feature map of one BGR uint8 image."""
-        x = self.prepare(image_bgr)
+        return self.run(self.prepare(image_bgr))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The feature map of an input already `prepare`d (1, height, width, 3) RGB uint8."""
         with self.lock:  # another camera's thread must not interleave set_tensor/invoke
             self._interp.set_tensor(self._in_index, x)
             self._interp.invoke()
             raw = self._interp.get_tensor(self._out_index)[0]
             self.passes += 1
         return (raw.astype(np.float32) - self._zero) * self._scale
+
+
+class StackedBackbone:
+    """Several frozen backbones read as one: each runs on the same prepared input and their maps
+    are laid side by side on the channel axis (same grid, e.g. 7x7x1024 + 7x7x1280).
+
+    Two ImageNet networks trained differently make mistakes on different pictures; a head on
+    both maps is right more often than on either (see detectors/training/README.md). The parts
+    are the pool's shared `Backbone`s, so a part another head reads is still loaded only once.
+    """
+
+    def __init__(self, parts: Sequence[Backbone]) -> None:
+        if len(parts) < 2:
+            raise ModelError("a stacked backbone needs at least two backbones")
+        first = parts[0]
+        for bb in parts[1:]:
+            if (bb.width, bb.height, bb.grid_h, bb.grid_w) != (first.width, first.height, first.grid_h, first.grid_w):
+                raise ModelError(f"backbones {first.path.name} and {bb.path.name} cannot be stacked: input "
+                                 f"{first.width}x{first.height} grid {first.grid_h}x{first.grid_w} vs "
+                                 f"{bb.width}x{bb.height} grid {bb.grid_h}x{bb.grid_w}")
+        self.parts = tuple(parts)
+        self.path = first.path
+        self.sha256 = "+".join(bb.sha256 for bb in parts)
+        self.feature_name = first.feature_name
+        self.width, self.height = first.width, first.height
+        self.grid_h, self.grid_w = first.grid_h, first.grid_w
+        self.channels = sum(bb.channels for bb in parts)
+        self.passes = 0  # inputs run through the stack (each through every part)
+
+    @property
+    def key(self) -> str:
+        return "+".join(bb.key for bb in self.parts)
+
+    def prepare(self, image_bgr: np.ndarray) -> np.ndarray:
+        return self.parts[0].prepare(image_bgr)
+
+    def feature_map(self, image_bgr: np.ndarray) -> np.ndarray:
+        x = self.prepare(image_bgr)  # resized once for every part
+        fmap = np.concatenate([bb.run(x) for bb in self.parts], axis=-1)
+        self.passes += 1
+        return fmap
+
+
+FeatureExtractor = Backbone | StackedBackbone  # what a head reads its features from

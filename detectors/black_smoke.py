@@ -3,11 +3,11 @@
 Candidates are regions darker than the learned background (in linear light, after removing
 a global light change) that also changed since the previous analysis: a plume moves, a
 parked dark truck does not. The largest `max_candidates` crops go through the smoke
-classifier (a head on the shared backbone; a crop another detector of the camera already
-ran is not run again); the
-Ringelmann grade compares the plume with the background model at the same pixels. A track
-is confirmed after `persist_k` smoky analyses out of the last `persist_n` whose median grade
-is above `grade_limit` (DOMAIN.md §3: ≥ 3 detections on one track).
+classifier (a head on MobileNet V1 and V2 maps side by side, both shared by every camera; a
+crop another detector of the camera already ran is not run again); the Ringelmann grade
+compares the plume with the background model at the same pixels. A track is confirmed after
+`persist_k` smoky analyses out of the last `persist_n` whose median grade is above
+`grade_limit` (DOMAIN.md §3: ≥ 3 detections on one track).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Two kinds of card. A plain classifier card describes one `.tflite` (`file`, `sha256`). A head
 card describes a small numpy head (`file`, `sha256`: the `.npz`) on a frozen pretrained
 backbone, named with its own hash under `backbone:` (file, sha256, feature tensor,
-provenance). A card is checked at load (file hashes, input size, labels, dtype), so a site
+provenance), and optionally `extra_backbones:` (same fields) whose maps are stacked after
+its channels. A card is checked at load (file hashes, input size, labels, dtype), so a site
 can drop in its own model and card without code changes, and a model that does not match its
 card (a wrong backbone included) is refused.
 """
@@ -49,11 +50,20 @@ class ModelCard:
     backbone_file: str | None = None  # head cards: the frozen backbone the head reads
     backbone_sha256: str | None = None
     backbone_feature: str | None = None  # name of the feature-map tensor in the backbone graph
+    # More backbones on the same input whose maps are stacked after the first's channels: (file, sha256, feature)
+    extra_backbones: tuple[tuple[str, str, str | None], ...] = ()
 
     @property
     def is_head(self) -> bool:
         """A head on a frozen backbone (rather than a self-contained .tflite classifier)."""
         return self.backbone_file is not None
+
+    @property
+    def backbone_key(self) -> str | None:
+        """The sha256 of every backbone the head reads, joined by '+' (what a loaded stack's `sha256` is)."""
+        if self.backbone_sha256 is None:
+            return None
+        return "+".join([self.backbone_sha256, *(sha for _, sha, _ in self.extra_backbones)])
 
     def map_label(self, label: str) -> str | None:
         """A dataset label in model terms, or None when the card does not know it."""
@@ -134,15 +144,25 @@ def parse_card(data: Any, where: str) -> ModelCard:
     return card
 
 
-def _backbone(data: Mapping[str, Any], where: str) -> dict[str, str | None]:
-    bb = data.get("backbone")
-    if bb is None:
-        return {}
+def _backbone_ref(bb: Any, what: str, where: str) -> tuple[str, str, str | None]:
     if not isinstance(bb, Mapping):
-        raise ModelError(f"{where}: backbone must be a mapping (file, sha256, feature_tensor)")
+        raise ModelError(f"{where}: {what} must be a mapping (file, sha256, feature_tensor)")
     feature = bb.get("feature_tensor")
-    return {"backbone_file": str(_need(bb, "file", where)), "backbone_sha256": str(_need(bb, "sha256", where)).lower(),
-            "backbone_feature": str(feature) if feature else None}
+    return str(_need(bb, "file", where)), str(_need(bb, "sha256", where)).lower(), str(feature) if feature else None
+
+
+def _backbone(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    bb = data.get("backbone")
+    extra = data.get("extra_backbones") or []
+    if bb is None:
+        if extra:
+            raise ModelError(f"{where}: extra_backbones without a backbone")
+        return {}
+    file, sha, feature = _backbone_ref(bb, "backbone", where)
+    if not isinstance(extra, list):
+        raise ModelError(f"{where}: extra_backbones must be a list of mappings (file, sha256, feature_tensor)")
+    refs = tuple(_backbone_ref(e, f"extra_backbones[{i}]", where) for i, e in enumerate(extra))
+    return {"backbone_file": file, "backbone_sha256": sha, "backbone_feature": feature, "extra_backbones": refs}
 
 
 def load_card(card_path: Path, model_path: Path | None = None) -> ModelCard:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from detectors.adapted import ActiveHead, HeadStore
 from detectors.backbone import Backbone, InferenceLock
 from detectors.card import ModelError, load_card
-from detectors.runtime import Classifier, card_path_for, default_model_path, load_classifier, load_head
+from detectors.runtime import Classifier, card_backbone, card_path_for, default_model_path, load_classifier, load_head
 
 if TYPE_CHECKING:
     from detectors.objects import ObjectDetector
@@ -59,11 +59,7 @@ class ModelPool:
             return model
         card_file = card_path_for(override) if override else default_model_path(name)
         card = load_card(card_file)
-        backbone = None
-        if card.is_head:
-            assert card.backbone_file is not None and card.backbone_sha256 is not None
-            backbone = self.backbone(card_file.parent / card.backbone_file, card.backbone_sha256, threads,
-                                     card.backbone_feature)
+        backbone = card_backbone(card, card_file, threads, self.backbone) if card.is_head else None
         update = None
         if self.adapted_dir is not None and not override and card.is_head:
             update = ActiveHead(HeadStore(self.adapted_dir, name), load_head, card_file, self.check_s)

@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detectors.backbone import Backbone, InferenceLock, open_interpreter
+from detectors.backbone import Backbone, FeatureExtractor, InferenceLock, StackedBackbone, open_interpreter
 from detectors.card import ModelCard, ModelError, load_card
 from detectors.heads import Head, cell_vectors, pool
 
@@ -64,7 +64,7 @@ class HeadClassifier(Classifier):
     `edge-agent adapt` without a restart.
     """
 
-    def __init__(self, card: ModelCard, head_path: Path, head: Head, backbone: Backbone,
+    def __init__(self, card: ModelCard, head_path: Path, head: Head, backbone: FeatureExtractor,
                  update: HeadUpdate | None = None) -> None:
         _check_head(card, head, head_path, backbone)
         self.card = card
@@ -138,10 +138,10 @@ class HeadClassifier(Classifier):
         return self.classify_maps([self.backbone.feature_map(_bgr(img)) for img in images])
 
 
-def _check_head(card: ModelCard, head: Head, path: Path, backbone: Backbone) -> None:
+def _check_head(card: ModelCard, head: Head, path: Path, backbone: FeatureExtractor) -> None:
     where = f"head {path} vs its card"
-    if card.backbone_sha256 != backbone.sha256:
-        raise ModelError(f"{where}: trained on backbone sha256 {card.backbone_sha256}, "
+    if card.backbone_key != backbone.sha256:
+        raise ModelError(f"{where}: trained on backbone sha256 {card.backbone_key}, "
                          f"but the backbone loaded is {backbone.sha256} ({backbone.path.name})")
     if head.backbone_sha256 and head.backbone_sha256 != backbone.sha256:
         raise ModelError(f"{where}: the head was trained on backbone sha256 {head.backbone_sha256}, "
@@ -243,23 +243,31 @@ def load_head(card_path: Path) -> tuple[Head, ModelCard, Path]:
     return Head.load(head_path), card, head_path
 
 
+def card_backbone(card: ModelCard, card_file: Path, threads: int = 1,
+                  load: Callable[[Path, str, int, str | None], Backbone] = Backbone) -> FeatureExtractor:
+    """The backbone(s) a head card names, files beside the card; stacked when it names more than one.
+    `load` (path, sha256, threads, feature) lets a pool hand out its shared instances."""
+    assert card.backbone_file is not None and card.backbone_sha256 is not None
+    refs = [(card.backbone_file, card.backbone_sha256, card.backbone_feature), *card.extra_backbones]
+    parts = [load(card_file.parent / file, sha, threads, feature) for file, sha, feature in refs]
+    return parts[0] if len(parts) == 1 else StackedBackbone(parts)
+
+
 def load_classifier(model_path: Path | str, card_path: Path | str | None = None, threads: int = 1,
-                    backbone: Backbone | None = None, update: HeadUpdate | None = None) -> Classifier:
+                    backbone: FeatureExtractor | None = None, update: HeadUpdate | None = None) -> Classifier:
     """Load a model and its card (default: same name, `.yaml`); raises ModelError on any mismatch.
 
     `model_path` may be the card, a head (.npz) or a .tflite classifier. A head card's
-    backbone is loaded from beside the card unless an already loaded `backbone` is given.
+    backbone(s) are loaded from beside the card unless an already loaded `backbone` is given.
     """
     card_file = Path(card_path) if card_path is not None else card_path_for(model_path)
     card = load_card(card_file)
     if card.is_head:
         head, card, head_path = load_head(card_file)
         if backbone is None:
-            assert card.backbone_file is not None and card.backbone_sha256 is not None
-            backbone = Backbone(card_file.parent / card.backbone_file, card.backbone_sha256, threads,
-                                card.backbone_feature)
-        elif backbone.sha256 != card.backbone_sha256:
-            raise ModelError(f"{card_file}: the head was trained on backbone {card.backbone_sha256}, "
+            backbone = card_backbone(card, card_file, threads)
+        elif backbone.sha256 != card.backbone_key:
+            raise ModelError(f"{card_file}: the head was trained on backbone {card.backbone_key}, "
                              f"not {backbone.sha256}")
         classifier: Classifier = HeadClassifier(card, head_path, head, backbone, update)
         log.info("loaded model %s v%s (head on %s)", card.name, card.version, backbone.path.name)

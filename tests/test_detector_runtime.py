@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
+from detectors.backbone import Backbone, StackedBackbone
 from detectors.card import ModelError, sha256_file
 from detectors.pool import ModelPool
 from detectors.runtime import MODELS_DIR, HeadClassifier, TfliteClassifier, default_model_path, load_classifier
@@ -22,7 +23,8 @@ def _copy(name: str, tmp_path: Path) -> Path:
     """A model's card, head and backbone in a folder of their own; returns the card."""
     card = default_model_path(name)
     data = yaml.safe_load(card.read_text())
-    for f in (card.name, data["file"], data["backbone"]["file"]):
+    extra = [bb["file"] for bb in data.get("extra_backbones", [])]
+    for f in (card.name, data["file"], data["backbone"]["file"], *extra):
         shutil.copy(MODELS_DIR / f, tmp_path / f)
     return tmp_path / card.name
 
@@ -58,8 +60,10 @@ def test_cards_name_backbone_and_head_hashes_and_report_heldout_per_family() -> 
         assert card["sha256"] == sha256_file(MODELS_DIR / card["file"])
         assert card["backbone"]["file"] == BACKBONE
         assert card["backbone"]["sha256"] == sha256_file(MODELS_DIR / BACKBONE)
-        assert card["backbone"]["source"]["commit"] and card["backbone"]["source"]["licence"] == "Apache-2.0"
-        assert (MODELS_DIR / card["backbone"]["source"]["licence_file"]).is_file()
+        for bb in [card["backbone"], *card.get("extra_backbones", [])]:  # every backbone: hash and provenance
+            assert bb["sha256"] == sha256_file(MODELS_DIR / bb["file"]) == bb["source"]["sha256"]
+            assert bb["source"]["commit"] and bb["source"]["licence"] == "Apache-2.0"
+            assert (MODELS_DIR / bb["source"]["licence_file"]).is_file()
         held = card["heldout"]
         for key in ("precision", "recall", "f1", "n", "confusion", "per_family", "per_folder"):
             assert key in held, (name, key)
@@ -70,11 +74,40 @@ def test_cards_name_backbone_and_head_hashes_and_report_heldout_per_family() -> 
 
 
 def test_one_backbone_per_pool_shared_by_both_heads() -> None:
+    """Smoke reads MobileNet V1 and V2 side by side, soil V1 alone: V1 is loaded once, for both."""
     pool = ModelPool()
     smoke, soil = pool.classifier("smoke_cls"), pool.classifier("soil_cls")
     assert isinstance(smoke, HeadClassifier) and isinstance(soil, HeadClassifier)
-    assert smoke.backbone is soil.backbone and len(pool.backbones()) == 1
+    assert isinstance(smoke.backbone, StackedBackbone) and isinstance(soil.backbone, Backbone)
+    assert smoke.backbone.parts[0] is soil.backbone and len(pool.backbones()) == 2
     assert pool.classifier("smoke_cls") is smoke
+
+
+def test_a_stacked_backbone_joins_its_parts_maps_on_one_resized_input() -> None:
+    pool = ModelPool()
+    smoke = pool.classifier("smoke_cls")
+    assert isinstance(smoke, HeadClassifier) and isinstance(smoke.backbone, StackedBackbone)
+    stack = smoke.backbone
+    image = synth.background(300, 400, np.random.default_rng(3))
+    fmap = stack.feature_map(image)
+    v1, v2 = (bb.feature_map(image) for bb in stack.parts)
+    assert fmap.shape == (7, 7, 1024 + 1280) == (stack.grid_h, stack.grid_w, stack.channels)
+    assert np.array_equal(fmap, np.concatenate([v1, v2], axis=-1))
+    assert smoke.head.dim == stack.channels and stack.sha256 == smoke.card.backbone_key
+    assert stack.passes == 1 and all(bb.passes == 2 for bb in stack.parts)
+
+
+def test_wrong_second_backbone_is_refused(tmp_path: Path) -> None:
+    card = _copy("smoke_cls", tmp_path)
+    second = yaml.safe_load(card.read_text())["extra_backbones"][0]["file"]
+    (tmp_path / second).write_bytes((tmp_path / second).read_bytes() + b"\0")  # not the file the head was trained on
+    with pytest.raises(ModelError, match="does not match its card"):
+        load_classifier(card)
+    data = yaml.safe_load(card.read_text())
+    data["extra_backbones"][0]["sha256"] = sha256_file(tmp_path / second)  # the card edited to match
+    card.write_text(yaml.safe_dump(data))
+    with pytest.raises(ModelError, match="trained on backbone"):
+        load_classifier(card)
 
 
 def test_wrong_backbone_hash_is_refused(tmp_path: Path) -> None:

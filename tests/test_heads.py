@@ -77,7 +77,8 @@ def test_backbone_refuses_a_file_that_is_not_its_card(tmp_path: Path) -> None:
 
 def test_features_of_one_frame_are_computed_once_for_two_detectors(models: ModelPool) -> None:
     smoke_clf, soil_clf = _heads(models)
-    bb = smoke_clf.backbone
+    bb = soil_clf.backbone  # MobileNet V1: soil reads it alone, smoke as the first part of its stack
+    assert smoke_clf.backbone.parts[0] is bb  # type: ignore[union-attr]
     scene = synth.SmokeScene(opacity=0.8, kind="sky", start=2, seed=3)
     zone = {"ground": ((0.0, 0.8), (1.0, 0.8), (1.0, 1.0), (0.0, 1.0))}
     smoke_a = BlackSmokeDetector(smoke_clf, SmokeParams())

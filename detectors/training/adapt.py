@@ -191,8 +191,8 @@ def install(store: HeadStore, classifier: HeadClassifier, result: Adapted, sourc
             w.writerow([it.file, it.label, it.target])
     base: dict[str, Any] = dict(classifier.card.raw)
     card: dict[str, Any] = {
-        **{k: base[k] for k in ("task", "detector", "description", "backbone", "input", "normalisation", "labels",
-                                "positive_label", "output", "label_map") if k in base},
+        **{k: base[k] for k in ("task", "detector", "description", "backbone", "extra_backbones", "input",
+                                "normalisation", "labels", "positive_label", "output", "label_map") if k in base},
         "name": classifier.card.name,
         "version": f"{classifier.card.version.split('+')[0]}+site.{version}",
         "file": head_path.name,

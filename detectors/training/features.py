@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from detectors.backbone import Backbone
+from detectors.backbone import FeatureExtractor, StackedBackbone
 
 Box = tuple[int, int, int, int]
 
@@ -88,12 +88,16 @@ def view_image(img: np.ndarray, key: str, view: str, boxes: Sequence[Box] = ()) 
 
 
 class FeatureCache:
-    """Feature maps (float16 on disk) of (image key, view) for one backbone."""
+    """Feature maps (float16 on disk) of (image key, view) for one backbone; a stack of backbones keeps
+    one cache per part (a part's maps serve every head that reads it) and joins them on the channel axis."""
 
-    def __init__(self, backbone: Backbone, cache_dir: Path | None = None) -> None:
+    def __init__(self, backbone: FeatureExtractor, cache_dir: Path | None = None) -> None:
         self.backbone = backbone
+        self.parts = [FeatureCache(bb, cache_dir) for bb in backbone.parts] if isinstance(
+            backbone, StackedBackbone) else []
         self.dir = (cache_dir or default_cache_dir()) / backbone.key
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.parts:
+            self.dir.mkdir(parents=True, exist_ok=True)
         self.computed = 0
 
     def _file(self, key: str, view: str) -> Path:
@@ -103,6 +107,12 @@ class FeatureCache:
     def maps(self, key: str, load: Callable[[], np.ndarray | None], views: Sequence[str],
              boxes: Sequence[Box] = ()) -> dict[str, np.ndarray]:
         """The maps of the views of one image (decoded only when a view is not cached)."""
+        if self.parts:
+            maps = [part.maps(key, load, views, boxes) for part in self.parts]
+            self.computed = sum(part.computed for part in self.parts)
+            if not all(maps):
+                return {}
+            return {v: np.concatenate([m[v] for m in maps], axis=-1) for v in maps[0]}
         out: dict[str, np.ndarray] = {}
         img: np.ndarray | None = None
         for view in views:

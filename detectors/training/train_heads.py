@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import yaml
 
-from detectors.backbone import Backbone
+from detectors.backbone import Backbone, FeatureExtractor, StackedBackbone
 from detectors.card import sha256_file
 from detectors.evaluate import EvalResult, Sample, predict
 from detectors.evaluate import result as evaluate_result
@@ -62,6 +62,19 @@ BACKBONE_SOURCE = {
     "what": "MobileNet V1 1.0, 224x224, ImageNet, uint8, cut at the global average pool (Coral's embedding "
             "extractor for transfer learning); copied unchanged",
 }
+# More backbones a head may read beside BACKBONE (their maps stacked after its channels), with provenance.
+EXTRA_BACKBONES = {
+    "tf2_mobilenet_v2_1.0_224_ptq.tflite": {
+        "repository": "https://github.com/google-coral/test_data",
+        "path": "tf2_mobilenet_v2_1.0_224_ptq.tflite",
+        "commit": "104342d2d3480b3e66203073dac24f4e2dbb4c41",
+        "sha256": "5d3137241276e79c86d14a74fe43581398ae0e815191d3dba45495b810840e8c",
+        "licence": "Apache-2.0",
+        "licence_file": "LICENSE-Apache-2.0.txt",
+        "what": "MobileNet V2 1.0, 224x224, ImageNet classifier (TF2 Keras, full-integer post-training "
+                "quantisation, uint8 in and out); read at its 7x7x1280 map before the global pool; copied unchanged",
+    },
+}
 Log = Callable[[str], None]
 
 
@@ -81,6 +94,8 @@ class Task:
     cell_families: tuple[str, ...] = ()
     positive_offsets: tuple[float, ...] = (0.0,)  # logit offsets towards the positive label, chosen by CV
     synthetic_nets: bool = False
+    extra_backbones: tuple[str, ...] = ()  # files in EXTRA_BACKBONES whose maps are stacked after BACKBONE's
+    version: str = VERSION  # the card's; a head whose input changes gets a new major
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -88,14 +103,15 @@ TASKS = {
     "smoke_cls": Task(
         "smoke_cls", "black_smoke", catalog.SMOKE_LABELS, "smoke", catalog.smoke_items,
         ("full", "flip", "box0", "box1", "crop0", "crop1"), catalog.SMOKE_LABEL_MAP,
-        "Is an image (a whole photo, or the crop of a dark moving region) black smoke? Frozen MobileNet V1 "
-        "features, logistic-regression head.",
+        "Is an image (a whole photo, or the crop of a dark moving region) black smoke? Frozen MobileNet V1 and "
+        "MobileNet V2 features side by side (one pass of each on the same input), logistic-regression head.",
         "Real positives are web photos of vehicle exhaust, a few CCTV clips, and industrial flares; no steam, "
         "clean-exhaust or mist-cannon negatives exist in the data. CCTV crops of vehicles without smoke are the "
         "weakest family (near-identical frames of the same clips carry both labels); thin grey exhaust and grey "
         "plumes against an overcast sky are often scored below 0.5 (they look like haze). Held-out sets per "
         "family are small: treat each figure as rough. No synthetic images.",
         positive_offsets=(0.0, 0.25, 0.5, 0.75, 1.0),
+        extra_backbones=("tf2_mobilenet_v2_1.0_224_ptq.tflite",), version="3.0.0",
     ),
     "soil_cls": Task(
         "soil_cls", "bare_soil", catalog.SOIL_LABELS, "bare_soil", catalog.soil_items,
@@ -326,10 +342,21 @@ def choose_offset(task: Task, scored: Sequence[Item], logp: np.ndarray, log: Log
 # --- one task --------------------------------------------------------------------------------
 
 
+def _extra_backbone(path: Path) -> Backbone:
+    if not path.is_file():
+        raise SystemExit(f"{path} not found: copy it from ../shared/models (see detectors/models/README.md)")
+    published = EXTRA_BACKBONES[path.name]["sha256"]
+    sha = sha256_file(path)
+    if sha != published:
+        raise SystemExit(f"{path}: sha256 {sha} is not the published file's {published}")
+    return Backbone(path, sha, threads=1)
+
+
 def train_task(task: Task, root: Path, out_dir: Path, cache_dir: Path, log: Log,
                backbone_path: Path | None = None) -> dict[str, Any]:
     """Train, write and measure one head. `backbone_path` other than the shipped file is for
     comparing backbones (its card then names no provenance)."""
+    comparison = backbone_path is not None
     backbone_path = backbone_path or out_dir / BACKBONE
     if not backbone_path.is_file():
         raise SystemExit(f"{backbone_path} not found: copy it from ../shared/models (see detectors/models/README.md)")
@@ -339,7 +366,9 @@ def train_task(task: Task, root: Path, out_dir: Path, cache_dir: Path, log: Log,
         if backbone_path.name == BACKBONE:
             raise SystemExit(f"{backbone_path}: sha256 {bb_sha} is not the published file's {source['sha256']}")
         source = {"what": "not the shipped backbone: a comparison run; see ../shared/models/README.md"}
-    backbone = Backbone(backbone_path, bb_sha, threads=1)
+    first = Backbone(backbone_path, bb_sha, threads=1)
+    extras = [] if comparison else [_extra_backbone(out_dir / name) for name in task.extra_backbones]
+    backbone: FeatureExtractor = StackedBackbone([first, *extras]) if extras else first
     cache = FeatureCache(backbone, cache_dir)
     items = task.items(root)
     train, held = catalog.split(items, HELDOUT, SEED)
@@ -361,7 +390,7 @@ def train_task(task: Task, root: Path, out_dir: Path, cache_dir: Path, log: Log,
     head = fit_head(task, rows)
     b_out = head.b_out.copy()
     b_out[task.labels.index(task.positive)] += offset
-    head = dataclasses.replace(head, b_out=b_out, backbone_sha256=bb_sha)
+    head = dataclasses.replace(head, b_out=b_out, backbone_sha256=backbone.sha256)
     head_path = out_dir / f"{task.name}.npz"
     head.save(head_path)
     heldout_csv = out_dir / f"{task.name}.heldout.csv"
@@ -371,16 +400,20 @@ def train_task(task: Task, root: Path, out_dir: Path, cache_dir: Path, log: Log,
     counts = Counter(r.kind for r in rows)
     card: dict[str, Any] = {
         "name": task.name,
-        "version": VERSION,
+        "version": task.version,
         "file": head_path.name,
         "sha256": sha256_file(head_path),
         "task": "classification",
         "detector": task.detector,
         "description": task.description,
         "limitations": task.limitations,
-        "backbone": {"file": backbone_path.name, "sha256": bb_sha, "feature_tensor": backbone.feature_name,
-                     "feature_map": f"{backbone.grid_h}x{backbone.grid_w}x{backbone.channels} (stride 32)",
+        "backbone": {"file": backbone_path.name, "sha256": bb_sha, "feature_tensor": first.feature_name,
+                     "feature_map": f"{first.grid_h}x{first.grid_w}x{first.channels} (stride 32)",
                      "source": source},
+        **({"extra_backbones": [
+            {"file": bb.path.name, "sha256": bb.sha256, "feature_tensor": bb.feature_name,
+             "feature_map": f"{bb.grid_h}x{bb.grid_w}x{bb.channels} (stride 32), stacked after the channels above",
+             "source": EXTRA_BACKBONES[bb.path.name]} for bb in extras]} if extras else {}),
         "head": {"type": head.kind, "pooling": head.pooling, "features": head.dim, "l2": task.l2,
                  "steps": 400, "positive_logit_offset": offset,
                  "note": "standardise -> softmax layer; numpy (detectors/heads.py)"},

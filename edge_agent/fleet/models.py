@@ -150,8 +150,8 @@ class ModelUpdates:
             return _refused("invalid_card", f"no shipped model {name!r} on this box to take a head: {exc}")
         if not isinstance(classifier, HeadClassifier):
             return _refused("unsupported", f"model {name} is not a head on a backbone")
-        if card.backbone_sha256 != classifier.backbone.sha256:
-            return _refused("wrong_backbone", f"the head was trained on backbone {card.backbone_sha256}, the box "
+        if card.backbone_key != classifier.backbone.sha256:
+            return _refused("wrong_backbone", f"the head was trained on backbone {card.backbone_key}, the box "
                             f"runs {classifier.backbone.sha256}")
         return card, head, classifier
 
