@@ -31,6 +31,7 @@ Clips need no change: a shorter GOP only makes their start more precise.
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 
 # A consumer served by a keyframe every 2 s is served by one every 2.2 s: live encoders and camera
@@ -127,10 +128,13 @@ class DecodePlan:
         tol = self._take_tol()
         if t < self._next_due - tol:
             return False
-        # Stay on the grid while on time; after a gap (reconnect, lost packets) restart from now.
-        self._next_due += self.interval_s
-        if self._next_due <= t:
+        # Stay on the grid while on time. A frame later than due (a gap, a stretched GOP: the keyframe
+        # that came after the time it was due) starts the grid again from itself, so the due frames
+        # keep their place in the GOP (keyframe + n x interval) and the least of each GOP is decoded.
+        if t > self._next_due + self.tol_s:
             self._next_due = t + self.interval_s
+        else:
+            self._next_due += self.interval_s
         return True
 
     def reset(self) -> None:
@@ -151,10 +155,15 @@ class DecodePlan:
         return self._next_due is None or t >= self._next_due - self._take_tol()
 
     def _due_within_gop(self) -> bool:
-        gop = self.gop_s
-        if gop is None or self._last_key is None or self._next_due is None:
+        """Whether a frame due before this GOP's end is still to come. The end is judged on the
+        typical keyframe interval (the lower median of the recent ones), not the longest: a GOP
+        stretched by a frame now and then must not make the frame due at the nominal keyframe
+        time look like a P-frame of this GOP, or the whole GOP is decoded to reach what is in fact
+        the next keyframe (taken instead, a frame late)."""
+        if not self._gaps or self._last_key is None or self._next_due is None:
             return True
-        return self._next_due < self._last_key + gop - self.tol_s
+        typical = statistics.median_low(self._gaps)
+        return self._next_due < self._last_key + typical - self.tol_s
 
 
 def decode_cost(interval_s: float, gop_s: float, fps: float, keyframe_max_s: float | None = None) -> float:
