@@ -321,7 +321,7 @@ class CameraCapture:
                     continue
                 for frame in frames:
                     fts = frame.pts * tb if frame.pts is not None else stream_s
-                    if self._plan.take(fts):
+                    if self._plan.take(fts, bool(frame.key_frame)):
                         with self._latest_cond:
                             self._replacing, self._latest = True, None
                         try:

@@ -121,17 +121,20 @@ class DecodePlan:
             self.skipped += 1
         return self._active
 
-    def take(self, t: float) -> bool:
-        """True when the decoded frame at stream time `t` is due for analysis (then the next is booked)."""
+    def take(self, t: float, key: bool = False) -> bool:
+        """True when the decoded frame at stream time `t` (`key`: a keyframe) is due for analysis
+        (then the next is booked)."""
         if self._next_due is None:
             self._next_due = t
         tol = self._take_tol()
         if t < self._next_due - tol:
             return False
-        # Stay on the grid while on time. A frame later than due (a gap, a stretched GOP: the keyframe
-        # that came after the time it was due) starts the grid again from itself, so the due frames
-        # keep their place in the GOP (keyframe + n x interval) and the least of each GOP is decoded.
-        if t > self._next_due + self.tol_s:
+        # Stay on the grid while on time. A frame later than due (a gap, a stretched GOP), and in a
+        # decoded GOP a keyframe taken at all after its due time, starts the grid again from itself,
+        # so the due frames keep their place in the GOP (keyframe + n x interval) and the least of
+        # each GOP is decoded, however the encoder's clock drifts against ours.
+        late = t - self._next_due
+        if late > self.tol_s or (key and late > 0 and not self.keyframes_only):
             self._next_due = t + self.interval_s
         else:
             self._next_due += self.interval_s
@@ -163,7 +166,9 @@ class DecodePlan:
         if not self._gaps or self._last_key is None or self._next_due is None:
             return True
         typical = statistics.median_low(self._gaps)
-        return self._next_due < self._last_key + typical - self.tol_s
+        # Due within about a frame of the next keyframe: that keyframe serves (a frame late at most).
+        frame_s = typical / max(self.gop_frames or 1, 1)
+        return self._next_due < self._last_key + typical - max(self.tol_s, 1.5 * frame_s)
 
 
 def decode_cost(interval_s: float, gop_s: float, fps: float, keyframe_max_s: float | None = None) -> float:
