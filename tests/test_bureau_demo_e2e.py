@@ -94,9 +94,12 @@ def test_operator_sees_the_demo_box_live_and_shouts(mosquitto: Broker, tmp_path:
         driver.get(running.url + "/live")
         wait(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-stream") == "open", 10, "no stream")
         driver.execute_script("window.__noReload = 1")
-        before = {e.get_attribute("data-event") for e in driver.find_elements(By.CSS_SELECTOR, "#feed .feed-item")}
-        wait(lambda: {e.get_attribute("data-event") for e in driver.find_elements(By.CSS_SELECTOR, "#feed .feed-item")}
-             - before, 240, "no violation appeared live")
+        # The feed re-renders as events arrive: read the ids in one script call, never through elements
+        # that the next render may have replaced (a stale element between find and read failed CI once).
+        feed_ids = ("return Array.from(document.querySelectorAll('#feed .feed-item'))"
+                    ".map(e => e.getAttribute('data-event'));")
+        before = set(driver.execute_script(feed_ids))
+        wait(lambda: set(driver.execute_script(feed_ids)) - before, 240, "no violation appeared live")
         assert driver.execute_script("return window.__noReload") == 1
         full_screenshot(driver, shots / "demo-live.png")
 
