@@ -21,7 +21,7 @@ from edge_agent.security.bureau_command import FORMAT_VERSION, args_problem, sig
 from edge_agent.security.canonical import canonical_bytes
 from edge_agent.security.keys import Signer, load_private_key, write_private_key
 
-NAMES = ("shout", "spray", "strobe", "snapshot", "ping")
+NAMES = ("shout", "spray", "strobe", "snapshot", "relearn_view", "ping")
 PRESET_CLIPS = ("shout", "noise_stop", "noise_warning", "dust", "night_work", "black_smoke", "bare_soil",
                 "unwashed_vehicle")
 

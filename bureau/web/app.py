@@ -242,6 +242,7 @@ class Web:
                 "commands": self.c.store.commands(site=site, device=device, limit=20),
                 "events": self.c.store.events(site=site, device=device, limit=20),
                 "components": status.get("components") or {},
+                "cameras": device_cameras(status, self.c.store.events(site=site, device=device, limit=100)),
                 "replies": self.c.voice.recent(site, device)}
 
     async def voice_file(self, request: Request, user: dict[str, Any]) -> Response:
@@ -286,6 +287,8 @@ class Web:
                     args["duration_s"] = int(str(form.get("duration_s", "60")))
                 except ValueError:
                     args["duration_s"] = -1
+        elif name == "relearn_view":
+            args = {"camera": str(form.get("camera", ""))}
         try:
             signed = await asyncio.to_thread(self.c.sender.send, user["user"], site, device, name, args)
         except CommandError as exc:
@@ -477,6 +480,22 @@ def _safe_next(value: str | None) -> str:
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
         return "/"
     return value
+
+
+def device_cameras(status: dict[str, Any], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The box's cameras, for the `relearn_view` form: those its status lists (with the tamper
+    conditions it reports now) and those named by its camera_tamper events (a box that is offline
+    still has them); ids the agent would refuse are left out."""
+    listed = (((status.get("components") or {}).get("cameras") or {}).get("cameras") or {})
+    cams: dict[str, list[str]] = {}
+    if isinstance(listed, dict):
+        for cam, entry in listed.items():
+            tamper = entry.get("tamper") if isinstance(entry, dict) else None
+            cams[str(cam)] = [str(t) for t in tamper] if isinstance(tamper, list) else []
+    for ev in events:
+        if ev.get("kind") == "camera_tamper" and ev.get("source"):
+            cams.setdefault(str(ev["source"]), [])
+    return [{"id": cam, "tamper": cams[cam]} for cam in sorted(cams) if TARGET.fullmatch(cam)]
 
 
 def _ids_ok(site: str, device: str) -> bool:
