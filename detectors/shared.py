@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.background import downscale
+from detectors.background import downscale, half
 from detectors.pool import ModelPool
 
 
@@ -36,8 +36,15 @@ class SharedFeatures:
         return self._cache[key]
 
     def downscaled(self, width: int) -> np.ndarray:
-        """The frame at most `width` pixels wide (one INTER_AREA resize per width and frame)."""
-        image: np.ndarray = self.get(("downscaled", int(width)), lambda: downscale(self.image, width))
+        """The frame at most `width` pixels wide (computed once per width and frame; the halvings
+        it starts from are shared between widths)."""
+        image: np.ndarray = self.get(("downscaled", int(width)), lambda: downscale(self.image, width, self.halved))
+        return image
+
+    def halved(self, times: int) -> np.ndarray:
+        """The frame halved `times` times (once per frame)."""
+        image: np.ndarray = self.get(("halved", int(times)), lambda: half(
+            self.image if times <= 1 else self.halved(times - 1)))
         return image
 
     def feature_map(self, backbone: Any, key: Hashable, make_input: Callable[[], np.ndarray]) -> np.ndarray:

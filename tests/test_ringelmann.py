@@ -50,3 +50,20 @@ def test_grade_steps() -> None:
 def test_linear_round_trip() -> None:
     values = np.arange(256, dtype=np.uint8)
     assert np.array_equal(ringelmann.linear_to_srgb(ringelmann.srgb_to_linear(values)), values)
+
+
+def test_luminance_is_the_rec709_mix_of_linear_light_whatever_the_layout() -> None:
+    rng = np.random.default_rng(0)
+    for shape in ((270, 480, 3), (7, 5, 3), (1, 1, 3), (9, 4)):
+        img = rng.integers(0, 256, shape, dtype=np.uint8)
+        lin = ringelmann._LUT[img]  # the table itself, read by numpy
+        assert np.array_equal(ringelmann.srgb_to_linear(img), lin)
+        want = lin if img.ndim == 2 else 0.0722 * lin[..., 0] + 0.7152 * lin[..., 1] + 0.2126 * lin[..., 2]
+        got = ringelmann.luminance(img)
+        assert got.shape == img.shape[:2] and got.dtype == np.float32
+        assert float(np.abs(got - want).max()) < 1e-6
+    strided = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)[:, ::2]  # a view, not contiguous
+    lin = ringelmann._LUT[strided]
+    assert float(np.abs(ringelmann.luminance(strided) - (0.0722 * lin[..., 0] + 0.7152 * lin[..., 1]
+                                                          + 0.2126 * lin[..., 2])).max()) < 1e-6
+    assert ringelmann.srgb_to_linear(np.array([0, 255], np.uint8)).tolist() == [0.0, 1.0]

@@ -154,3 +154,38 @@ def test_inference_lock_counts_waits() -> None:
         pass
     t.join(5)
     assert lock.waits == 1 and lock.waited_s >= 0.03 and lock.max_wait_s == pytest.approx(lock.waited_s)
+
+
+def test_analysis_copies_average_every_pixel_and_share_the_frames_halvings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cv2
+
+    from detectors.background import downscale
+
+    frame = SmokeScene(width=1920, height=1080, kind="site", start=0, seed=5).frame(4)
+    # Two exact halvings are the one quarter-size INTER_AREA copy (the same 4x4 means), up to rounding.
+    quarter = downscale(frame, 480)
+    direct = cv2.resize(frame, (480, 270), interpolation=cv2.INTER_AREA)
+    assert quarter.shape == direct.shape and int(np.abs(quarter.astype(int) - direct).max()) <= 1
+    # Any width: halved while at least twice as wide, then one INTER_AREA resize; still the frame's mean.
+    for width, shape in ((640, (360, 640, 3)), (1000, (562, 1000, 3)), (1920, frame.shape), (4000, frame.shape)):
+        small = downscale(frame, width)
+        assert small.shape == shape
+        assert abs(float(small.mean()) - float(frame.mean())) < 0.5
+    odd = np.ascontiguousarray(frame[:1079, :1919])  # odd sides cannot be halved exactly: one resize
+    assert downscale(odd, 480).shape == (270, 480, 3)
+
+    import detectors.shared as shared_module
+
+    halved_inputs: list[tuple[int, ...]] = []
+    real_half = shared_module.half
+
+    def counted(image: np.ndarray) -> np.ndarray:
+        halved_inputs.append(image.shape)
+        return real_half(image)
+
+    monkeypatch.setattr(shared_module, "half", counted)
+    shared = SharedFeatures(frame)
+    a, b = shared.downscaled(640), shared.downscaled(480)
+    assert np.array_equal(a, downscale(frame, 640)) and np.array_equal(b, quarter)
+    assert shared.downscaled(480) is b  # once per width and frame
+    assert halved_inputs == [(1080, 1920, 3), (540, 960, 3)]  # the 960-wide halving served both widths

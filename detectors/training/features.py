@@ -57,8 +57,14 @@ def around(box: Box, w: int, h: int, rng: np.random.Generator) -> Box:
     return _clip((int(x0 - m[0] * bw), int(y0 - m[1] * bh), int(x1 + m[2] * bw), int(y1 + m[3] * bh)), w, h)
 
 
+# Fixed tiles of 60 % of each side (corners and centre): the views a still photo is read through when
+# a head is tried on tiles as well as the whole image (compare_smoke.py).
+TILES = {"tile0": (0.0, 0.0), "tile1": (1.0, 0.0), "tile2": (0.0, 1.0), "tile3": (1.0, 1.0), "tilec": (0.5, 0.5)}
+TILE_SIDE = 0.6
+
+
 def view_image(img: np.ndarray, key: str, view: str, boxes: Sequence[Box] = ()) -> np.ndarray:
-    """One named view of an image: full, flip, bottom, crop<i>, box<i>, tilt<i>."""
+    """One named view of an image: full, flip, bottom, crop<i>, box<i>, tilt<i>, tile0..3 / tilec."""
     h, w = img.shape[:2]
     if view == "full":
         return img
@@ -66,6 +72,11 @@ def view_image(img: np.ndarray, key: str, view: str, boxes: Sequence[Box] = ()) 
         return img[:, ::-1]
     if view == "bottom":
         return img[h // 2:]
+    if view in TILES:
+        fx, fy = TILES[view]
+        tw, th = max(2, int(w * TILE_SIDE)), max(2, int(h * TILE_SIDE))
+        x0, y0 = int(fx * (w - tw)), int(fy * (h - th))
+        return img[y0:y0 + th, x0:x0 + tw]
     rng = _rng(key, view)
     if view.startswith("tilt"):  # an oblique view of the same ground (a crane or mast camera): the far side recedes
         a, b = rng.uniform(0.3, 0.8) * w, rng.uniform(0.2, 0.6) * h
