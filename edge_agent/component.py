@@ -55,12 +55,22 @@ class Supervisor:
         self.restarts: dict[str, int] = {}
         self._next_restart: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._restarting = threading.Lock()  # held through a restart: stop_all waits for one in flight
+        self._stopping = False
 
     def start_all(self) -> None:
+        with self._lock:
+            self._stopping = False
         for comp in self.components:
             self._start(comp)
 
     def stop_all(self) -> None:
+        """Stop every component, last started first; from now on `check()` restarts nothing (the
+        agent's loop may still be in its last turn: it must not bring back what is being stopped)."""
+        with self._lock:
+            self._stopping = True
+        with self._restarting:  # a restart already begun ends first; then it is stopped with the rest
+            pass
         for comp in reversed(self.components):
             try:
                 comp.stop()
@@ -77,27 +87,33 @@ class Supervisor:
         """Restart every component whose threads have died, unless its back-off is still running."""
         now = self.monotonic()
         for comp in [*self.components, *self.watched]:
-            if self._alive(comp):
+            if self._stopping or self._alive(comp):
                 continue
             with self._lock:
-                if now < self._next_restart.get(comp.name, 0.0):
+                if self._stopping or now < self._next_restart.get(comp.name, 0.0):
                     continue
                 count = self.restarts.get(comp.name, 0) + 1
                 self.restarts[comp.name] = count
                 self._next_restart[comp.name] = now + min(self.max_delay_s, self.first_delay_s * 2 ** (count - 1))
-            log.error("component %s stopped working: restarting it (restart %d)", comp.name, count)
-            revive = getattr(comp, "revive", None)
-            if revive is not None:  # a component that knows how to restart just its dead threads
-                try:
-                    revive()
-                except Exception:
-                    log.exception("component %s failed to revive", comp.name)
-                continue
+            with self._restarting:
+                if self._stopping:
+                    return
+                log.error("component %s stopped working: restarting it (restart %d)", comp.name, count)
+                self._restart(comp)
+
+    def _restart(self, comp: Component) -> None:
+        revive = getattr(comp, "revive", None)
+        if revive is not None:  # a component that knows how to restart just its dead threads
             try:
-                comp.stop()
+                revive()
             except Exception:
-                log.exception("component %s failed to stop", comp.name)
-            self._start(comp)
+                log.exception("component %s failed to revive", comp.name)
+            return
+        try:
+            comp.stop()
+        except Exception:
+            log.exception("component %s failed to stop", comp.name)
+        self._start(comp)
 
     def alive(self) -> bool:
         return all(self._alive(comp) for comp in [*self.components, *self.watched])

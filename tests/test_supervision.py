@@ -68,6 +68,57 @@ def test_dead_component_is_restarted_with_backoff_and_reported(tmp_path: Path):
         agent.stop(timeout=1)
 
 
+class Stoppable:
+    """A component with a worker thread that ends when stopped (as the evidence worker's does)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.starts = 0
+        self._stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        self._stop.clear()
+        self.thread = threading.Thread(target=self._stop.wait, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread is not None:
+            self.thread.join(2)
+
+    def alive(self) -> bool:
+        return self.thread is None or self.thread.is_alive()
+
+    def health(self) -> dict[str, object]:
+        return {"state": "ok"}
+
+
+def test_the_supervisor_brings_back_nothing_the_agent_is_stopping():
+    """The agent's loop may check its components once more while they are being stopped: a stopped
+    component looks dead, and restarting it then left a thread running on a closed store (a bundle
+    job failing with "Cannot operate on a closed database" after the agent had stopped)."""
+    from edge_agent.component import Supervisor
+
+    comps = [Stoppable("evidence"), Stoppable("violations")]
+    sup = Supervisor(list(comps), time.monotonic, first_delay_s=0.0)
+    sup.start_all()
+    comps[0].stop()  # died while running: restarted, as before
+    sup.check()
+    assert comps[0].starts == 2 and comps[0].alive()
+    sup.stop_all()
+    assert not any(c.alive() for c in comps)
+    sup.check()  # the loop's last turn, after the stop
+    assert [c.starts for c in comps] == [2, 1] and not any(c.alive() for c in comps)
+    assert sup.dead() == ["evidence", "violations"]
+    sup.start_all()  # a later start watches again
+    comps[1].stop()
+    sup.check()
+    assert comps[1].starts == 3 and comps[1].alive()
+    sup.stop_all()
+
+
 # --- every component of a whole box, its threads killed one component at a time ---------------------
 
 
