@@ -42,11 +42,13 @@ def problems(tmp_path: Path, text: str | bytes, limit_s: float = 1.0) -> list[st
         path.write_bytes(text)
     else:
         path.write_text(text, encoding="utf-8")
-    t0 = time.perf_counter()
+    # CPU time of this process: the parser's own work, not the waits of a machine shared with other
+    # test workers (wall time ran past 1 s here under load while the work itself was ~0.25 s).
+    t0 = time.process_time()
     with pytest.raises(ConfigError) as info:
         load_config(path)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < limit_s, f"took {elapsed:.2f} s"
+    elapsed = time.process_time() - t0
+    assert elapsed < limit_s, f"took {elapsed:.2f} s of CPU"
     lines = [str(p) for p in info.value.problems]
     assert lines and all(LINE.match(line) for line in lines), lines
     assert all(line.startswith(f"{path}:") for line in lines)
@@ -108,12 +110,12 @@ _BOUNDED = """\
 import resource, sys, time
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
 from edge_agent.config import ConfigError, load_config
-t0 = time.perf_counter()
+t0 = time.process_time()  # CPU: the loader's work, whatever else the machine runs
 try:
     load_config(sys.argv[1])
 except ConfigError as exc:
     print(exc)
-print(f"elapsed {time.perf_counter() - t0:.3f}")
+print(f"elapsed {time.process_time() - t0:.3f}")
 """
 
 
@@ -236,7 +238,7 @@ def test_fuzzed_example_configs_give_a_config_or_config_errors(tmp_path: Path):
             path.write_text(text, encoding="utf-8", errors="surrogatepass")
         except UnicodeEncodeError:
             continue
-        t0 = time.perf_counter()
+        t0 = time.process_time()  # CPU time: a loaded test machine must not make a mutation "slow"
         try:
             result = load_config(path)
             assert isinstance(result, AgentConfig)
@@ -248,8 +250,8 @@ def test_fuzzed_example_configs_give_a_config_or_config_errors(tmp_path: Path):
                 crashes.append(f"#{n}: malformed problem lines {bad[:2]}")
         except Exception as exc:  # the point of the test
             crashes.append(f"#{n}: {type(exc).__name__}: {str(exc)[:120]}")
-        if time.perf_counter() - t0 > 1.0:
-            slow.append(f"#{n}: {time.perf_counter() - t0:.2f} s")
+        if time.process_time() - t0 > 1.0:
+            slow.append(f"#{n}: {time.process_time() - t0:.2f} s of CPU")
     assert not crashes, f"{len(crashes)} of 400 crashed: {crashes[:10]}"
     assert not slow, slow
     assert outcomes["config"] > 20 and outcomes["error"] > 100, outcomes  # the mutations bite, and not all
