@@ -30,6 +30,7 @@ import numpy as np
 import yaml
 from pydantic import Field, model_validator
 
+from detectors.background import half
 from detectors.card import ModelError, sha256_file
 from detectors.geometry import iou
 from detectors.registry import DetectorParams
@@ -110,7 +111,7 @@ def shrink_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """
     img = image
     while img.shape[1] >= 2 * width and img.shape[0] >= 2 * height:
-        img = cv2.resize(img, (img.shape[1] // 2, img.shape[0] // 2), interpolation=cv2.INTER_AREA)
+        img = half(img)
     if img.shape[1] != width or img.shape[0] != height:
         img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
     return img

@@ -237,12 +237,13 @@ class Web:
         status = dev.get("status") or {}
         clips = (((status.get("components") or {}).get("actions") or {}).get("speaker") or {}).get("clips") or {}
         ready = [c for c in clips.get("ready", []) if isinstance(c, str)] or list(PRESET_CLIPS)
+        events = self.c.store.events(site=site, device=device, limit=100)  # the page lists 20; cameras read all
         return {"dev": dev, "clips": ready, "gaps": self.c.store.chain_gaps(site, device),
                 "bundles": self.c.store.bundles(site, device, limit=30),
                 "commands": self.c.store.commands(site=site, device=device, limit=20),
-                "events": self.c.store.events(site=site, device=device, limit=20),
+                "events": events[:20],
                 "components": status.get("components") or {},
-                "cameras": device_cameras(status, self.c.store.events(site=site, device=device, limit=100)),
+                "cameras": device_cameras(status, events),
                 "replies": self.c.voice.recent(site, device)}
 
     async def voice_file(self, request: Request, user: dict[str, Any]) -> Response:
