@@ -184,6 +184,21 @@ def test_control_character_after_chinese_text_is_at_its_character_column(tmp_pat
     assert len(got) == 1 and got[0].startswith("12:2: (yaml): ") and "U+0003" in got[0], got
 
 
+def test_tabs_as_separation_are_whitespace_and_as_indentation_an_error(tmp_path: Path, parser: str):
+    """YAML allows a tab between tokens, never in indentation. libyaml reads the spec; PyYAML's own
+    scanner refuses any tab that could start a token (a PyYAML built without libyaml is stricter)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD.replace("port: 1883", "port:\t1883\t# the broker's port"), encoding="utf-8")
+    if parser == "libyaml":
+        assert load_config(path).mqtt.port == 1883
+    else:
+        with pytest.raises(ConfigError, match=r":8:8: \(yaml\): .*'\\t'"):
+            load_config(path)
+    got = problems(tmp_path, GOOD.replace("  host: 127.0.0.1", "\thost: 127.0.0.1"))
+    assert len(got) == 1 and got[0].startswith("7:1: (yaml): "), got
+    assert ("a tab" if parser == "libyaml" else "'\\t'") in got[0], got  # the line names the tab either way
+
+
 def test_control_character_after_crlf_lines_is_on_its_line(tmp_path: Path):
     got = problems(tmp_path, GOOD.replace("\n", "\r\n").replace("box-1", "box\x02-1").encode())
     assert len(got) == 1 and got[0].startswith("5:10: (yaml): "), got
