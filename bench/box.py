@@ -128,16 +128,17 @@ def main() -> None:
              SimulatedBus(work / "bus2", [("generic_dust_monitor", 1)], "dust_episode").start()]
     feeds = {name: RtspFeed(path, free_port()).start() for name, path in videos.items()}
     stockpile = [list(p) for p in yard.zone]
+    cameras = [{"id": "cam-site", "url": feeds["site"].url, "analysis_fps": 1, "zones": {"stockpile": stockpile},
+                "detectors": ["black_smoke", "bare_soil"]},
+               {"id": "cam-exit", "url": feeds["exit"].url, "analysis_fps": 1,
+                "zones": {"wash_bay": [list(p) for p in wash.wash_bay]},
+                "detectors": ["washing", "uncovered_load", "site_activity", "black_smoke"]}]
     config = write_config(
         work, broker.port,
         meters=[{"id": "noise-1", "port": buses[0].agent_port, "profile": "renke_rs_zs_n01", "address": 1},
                 {"id": "pm-1", "port": buses[0].agent_port, "profile": "renke_rs_pm_n01", "address": 2},
                 {"id": "dust-1", "port": buses[1].agent_port, "profile": "generic_dust_monitor", "address": 1}],
-        cameras=[{"id": "cam-site", "url": feeds["site"].url, "analysis_fps": 1, "zones": {"stockpile": stockpile},
-                  "detectors": ["black_smoke", "bare_soil"]},
-                 {"id": "cam-exit", "url": feeds["exit"].url, "analysis_fps": 1,
-                  "zones": {"wash_bay": [list(p) for p in wash.wash_bay]},
-                  "detectors": ["washing", "uncovered_load", "site_activity", "black_smoke"]}],
+        cameras=cameras,
         detectors={"washing": {"exit_line": [list(p) for p in wash.exit_line], "crop": ROAD},
                    "uncovered_load": {"exit_line": [list(p) for p in wash.exit_line], "crop": ROAD},
                    "site_activity": {"crop": ROAD}},
@@ -182,7 +183,7 @@ def main() -> None:
         "meters": 3,
         "cameras": 2,
         "camera_resolution": "1920x1080@25, GOP 25",
-        "detectors": ["black_smoke", "bare_soil", "washing"],
+        "detectors": {cam["id"]: cam["detectors"] for cam in cameras},
         "cpu_percent_of_one_core": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 1),
         "cpu_target_percent": 50,
         "peak_rss_mb": round(peak, 1),
