@@ -11,7 +11,7 @@ For each head (smoke_cls for black_smoke, soil_cls for bare_soil):
 3. runs the frozen backbone once per image and view (cached), and for soil lays synthetic green
    dust nets over real soil photos of the training split (no real netted photo exists); for
    smoke, cuts the vehicles the COCO detector finds out of the photos, clear of any smoke, as
-   more negatives (vehicle_crops.py);
+   more negatives (object_crops.py);
 4. chooses the one setting it has (smoke: a logit offset towards the smoke class, for recall)
    by 5-fold grouped cross-validation on the training split, fits the head on the whole
    training split;
@@ -45,10 +45,10 @@ from detectors.evaluate import EvalResult, Sample, predict
 from detectors.evaluate import result as evaluate_result
 from detectors.heads import FitSettings, Head, fit, pool
 from detectors.runtime import load_classifier
-from detectors.training import catalog, synth, vehicle_crops
+from detectors.training import catalog, object_crops, synth
 from detectors.training.catalog import Item
 from detectors.training.features import FeatureCache, default_cache_dir, read_image
-from detectors.training.vehicle_crops import VehicleCrop
+from detectors.training.object_crops import ObjectCrop
 
 VERSION = "2.0.0"
 SEED = 2024
@@ -97,7 +97,7 @@ class Task:
     cell_families: tuple[str, ...] = ()
     positive_offsets: tuple[float, ...] = (0.0,)  # logit offsets towards the positive label, chosen by CV
     synthetic_nets: bool = False
-    vehicle_crops: bool = False  # vehicles cut out of the photos (none of their smoke) as negatives
+    object_crops: bool = False  # vehicles cut out of the photos (none of their smoke) as negatives
     extra_backbones: tuple[str, ...] = ()  # files in EXTRA_BACKBONES whose maps are stacked after BACKBONE's
     version: str = VERSION  # the card's; a head whose input changes gets a new major
     notes: dict[str, str] = field(default_factory=dict)
@@ -115,7 +115,7 @@ TASKS = {
         "plumes against an overcast sky are often scored below 0.5 (they look like haze). Held-out sets per "
         "family are small: treat each figure as rough. No synthetic images.",
         positive_offsets=(0.0, 0.25, 0.5, 0.75, 1.0),
-        extra_backbones=("tf2_mobilenet_v2_1.0_224_ptq.tflite",), version="3.1.0", vehicle_crops=True,
+        extra_backbones=("tf2_mobilenet_v2_1.0_224_ptq.tflite",), version="3.1.0", object_crops=True,
     ),
     "soil_cls": Task(
         "soil_cls", "bare_soil", catalog.SOIL_LABELS, "bare_soil", catalog.soil_items,
@@ -215,10 +215,10 @@ def synthetic_maps(cache: FeatureCache, root: Path, nets: Sequence[SynthNet],
 CROP_VIEWS = ("full", "flip")
 
 
-def crop_maps(cache: FeatureCache, root: Path, crops: Sequence[VehicleCrop]) -> dict[str, dict[str, np.ndarray]]:
+def crop_maps(cache: FeatureCache, root: Path, crops: Sequence[ObjectCrop]) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for c in crops:
-        maps = cache.maps(c.key, functools.partial(vehicle_crops.image, root, c), CROP_VIEWS)
+        maps = cache.maps(c.key, functools.partial(object_crops.image, root, c), CROP_VIEWS)
         if maps:
             out[c.key] = maps
     return out
@@ -226,7 +226,7 @@ def crop_maps(cache: FeatureCache, root: Path, crops: Sequence[VehicleCrop]) -> 
 
 def build_rows(task: Task, items: Sequence[Item], maps: dict[str, dict[str, np.ndarray]],
                nets: Sequence[SynthNet], net_maps: dict[str, np.ndarray],
-               crops: Sequence[VehicleCrop] = (), cmaps: dict[str, dict[str, np.ndarray]] | None = None) -> list[Row]:
+               crops: Sequence[ObjectCrop] = (), cmaps: dict[str, dict[str, np.ndarray]] | None = None) -> list[Row]:
     """Training vectors of these items; synthetic nets and vehicle crops only of photos among them."""
     rows: list[Row] = []
     covered = task.labels.index("covered") if "covered" in task.labels else -1
@@ -247,7 +247,7 @@ def build_rows(task: Task, items: Sequence[Item], maps: dict[str, dict[str, np.n
         if c.base.key in keys and cmaps and c.key in cmaps and len(negative) == 1:
             for view in CROP_VIEWS:
                 rows.append(Row(pool(cmaps[c.key][view], "mean"), task.labels.index(negative[0]), c.base, "view",
-                                vehicle_crops.FAMILY))
+                                c.family))
     for s in nets:
         if s.base.key in keys and s.key in net_maps and covered >= 0:
             fmap = net_maps[s.key]
@@ -323,7 +323,7 @@ def by_group(labels: Sequence[str], positive: str, keys: Sequence[str], truth: S
 
 def cross_validate(task: Task, train: Sequence[Item], maps: dict[str, dict[str, np.ndarray]],
                    nets: Sequence[SynthNet], net_maps: dict[str, np.ndarray],
-                   seeds: Sequence[int] = (0, 1), crops: Sequence[VehicleCrop] = (),
+                   seeds: Sequence[int] = (0, 1), crops: Sequence[ObjectCrop] = (),
                    cmaps: dict[str, dict[str, np.ndarray]] | None = None) -> tuple[list[Item], np.ndarray]:
     """Grouped k-fold on the training split: each image's whole-view log-probabilities,
     averaged over the seeds' repetitions."""
@@ -409,15 +409,15 @@ def train_task(task: Task, root: Path, out_dir: Path, cache_dir: Path, log: Log,
         log(f"  synthetic nets: {len(nets_train)} from training photos, "
             f"{len(nets_held)} from held-out photos (report only)")
 
-    crops_train: list[VehicleCrop] = []
-    crops_held: list[VehicleCrop] = []
+    crops_train: list[ObjectCrop] = []
+    crops_held: list[ObjectCrop] = []
     cmaps: dict[str, dict[str, np.ndarray]] = {}
-    if task.vehicle_crops:
+    if task.object_crops:
         from detectors.objects import load_objects
 
         finder = load_objects()
-        crops_train = vehicle_crops.find(root, train, task.positive, boxes, finder)
-        crops_held = vehicle_crops.find(root, held, task.positive, boxes, finder)
+        crops_train = object_crops.find(root, train, task.positive, boxes, finder)
+        crops_held = object_crops.find(root, held, task.positive, boxes, finder)
         cmaps = crop_maps(cache, root, crops_train + crops_held)
         log(f"  vehicle crops (no smoke): {len(crops_train)} from training photos, "
             f"{len(crops_held)} from held-out photos (report only)")
@@ -478,11 +478,11 @@ def train_task(task: Task, root: Path, out_dir: Path, cache_dir: Path, log: Log,
             "synthetic_what": ("green dust nets laid over real bare-soil photos of the training split "
                                "(synth.drape_net / synth.net_scene): the only covered_net examples")
             if nets_train else "none",
-            **({"vehicle_crops": {
+            **({"object_crops": {
                 "what": "vehicles the shipped COCO detector finds (score >= 0.5, >= 3 % of the photo) cut out of "
                         "the training photos with a 10 % margin, clear of every labelled smoke box (grown 15 %); "
-                        "views full and flip; real pixels, labelled no_smoke (detectors/training/vehicle_crops.py)",
-                "crops": len([c for c in crops_train if c.key in cmaps]),
+                        "views full and flip; real pixels, labelled no_smoke (detectors/training/object_crops.py)",
+                "crops": dict(Counter(c.family for c in crops_train if c.key in cmaps)),
                 "from_photos_with_smoke": sum(1 for c in crops_train
                                               if c.key in cmaps and c.base.target == task.positive),
             }} if crops_train else {}),
@@ -520,9 +520,9 @@ def train_task(task: Task, root: Path, out_dir: Path, cache_dir: Path, log: Log,
     if held_crops:
         p = classifier.classify_maps([cmaps[c.key]["full"] for c in held_crops])  # type: ignore[attr-defined]
         negative = next(lab for lab in task.labels if lab != task.positive)
-        card["heldout"]["vehicle_crops_from_heldout_photos"] = by_group(
+        card["heldout"]["object_crops_from_heldout_photos"] = by_group(
             task.labels, task.positive,
-            [f"{vehicle_crops.FAMILY} ({'photos with smoke' if c.base.target == task.positive else 'photos without'})"
+            [f"{c.family} ({'photos with smoke' if c.base.target == task.positive else 'photos without'})"
              for c in held_crops], [task.labels.index(negative)] * len(held_crops), [int(r.argmax()) for r in p])
     card_path.write_text(yaml.safe_dump(card, sort_keys=False, allow_unicode=True), encoding="utf-8")
     log(f"{task.name}: head {head_path.stat().st_size} bytes; held-out:\n{result.report()}")
