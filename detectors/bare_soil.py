@@ -68,6 +68,12 @@ class SoilParams(ModelParams):
     foreground_share: float = Field(
         0.15, ge=0, le=1, description="A patch with more passing pixels than this keeps its last class."
     )
+    skip_objects: bool = Field(
+        True, description="On a camera whose COCO detector ran on the frame (site_activity, washing or "
+        "uncovered_load on the same stream), a patch under a vehicle's or person's box keeps its last class: the "
+        "ground there is hidden (the head reads a parked truck or excavator as bare soil about 40 % of the time).",
+    )
+    object_min_score: float = Field(0.4, gt=0, lt=1, description="Objects at least this sure hide a patch.")
     wash_bay_zone: str = Field(
         "wash_bay", description="A zone of this name is never watched for bare soil (it is the washing detector's)."
     )
@@ -191,11 +197,28 @@ class BareSoilDetector:
         crops = [small[zone.cells[i][1]:zone.cells[i][3], zone.cells[i][0]:zone.cells[i][2]] for i in todo]
         return self.classifier.classify(crops)
 
+    def _hidden(self, zone: _Zone, width: int, height: int, shared: Any) -> set[int]:
+        """The zone's cells whose centre lies under a vehicle's or person's box found on this frame
+        by the camera's COCO detector (SharedFeatures.objects): they keep their last class, as a
+        passing truck's do; a cell never classified yet is still classified."""
+        if not self.params.skip_objects or shared is None or not hasattr(shared, "objects"):
+            return set()
+        boxes = [o.box for o in shared.objects()
+                 if o.score >= self.params.object_min_score and o.group in ("vehicle", "person")]
+        out = set()
+        for i, (x0, y0, x1, y1) in enumerate(zone.cells):
+            cx, cy = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
+            if any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in boxes):
+                out.add(i)
+        return out
+
     def _zone_detection(self, zone: _Zone, image: np.ndarray, small: np.ndarray, moving: np.ndarray,
                         time: datetime, shared: Any) -> Detection:
         p = self.params
+        hidden = self._hidden(zone, small.shape[1], small.shape[0], shared)
         todo = [i for i, (x0, y0, x1, y1) in enumerate(zone.cells)
-                if float(moving[y0:y1, x0:x1].mean()) <= p.foreground_share or i not in zone.labels]
+                if (float(moving[y0:y1, x0:x1].mean()) <= p.foreground_share and i not in hidden)
+                or i not in zone.labels]
         if todo:
             probs = self._cell_probs(zone, image, small, todo, shared)
             bare = self.classifier.labels.index("bare_soil") if "bare_soil" in self.classifier.labels else 0
@@ -226,7 +249,7 @@ class BareSoilDetector:
             score=ratio, regions=tuple(regions),
             metrics={"zone": zone.name, "uncovered_ratio": round(ratio, 3), "uncovered_ratio_now": round(now_ratio, 3),
                      "above_s": round(above_s, 1), "cells": float(n), "bare_cells": float(len(bare_cells)),
-                     "passing_cells": float(n - len(todo))},
+                     "passing_cells": float(n - len(todo)), "hidden_cells": float(len(hidden))},
             confirmed=confirmed, images=images,
         )
 

@@ -35,6 +35,12 @@ class SharedFeatures:
             self._cache[key] = compute()
         return self._cache[key]
 
+    def objects(self) -> list[Any]:
+        """Every object the camera's COCO detector found on this frame so far, whichever detector asked
+        (detectors.objects.detect_objects caches them here under ("objects", ...))."""
+        return [o for key, found in self._cache.items()
+                if isinstance(key, tuple) and key[:1] == ("objects",) for o in found]
+
     def downscaled(self, width: int) -> np.ndarray:
         """The frame at most `width` pixels wide (computed once per width and frame; the halvings
         it starts from are shared between widths)."""

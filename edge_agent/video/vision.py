@@ -53,10 +53,15 @@ def camera_view(camera: CameraConfig) -> CameraView:
 
 def build_detectors(camera: CameraConfig, detectors: DetectorsConfig, pool: ModelPool,
                     names: Sequence[str] | None = None) -> list[Detector]:
-    """The detector instances one camera runs (each keeps its own per-camera state)."""
+    """The detector instances one camera runs (each keeps its own per-camera state).
+
+    Those on the COCO detector run first on each frame, so that bare soil finds the frame's
+    vehicles and people already there (SharedFeatures.objects) and leaves the ground they hide.
+    """
     view = camera_view(camera)
-    return [registry.build(detectors.settings(name), view, pool)
-            for name in (camera.detectors if names is None else names)]
+    built = [registry.build(detectors.settings(name), view, pool)
+             for name in (camera.detectors if names is None else names)]
+    return sorted(built, key=lambda det: not hasattr(det, "objects"))
 
 
 def _worker_key(camera_id: str, stream: str) -> str:
