@@ -91,13 +91,19 @@ class BlackSmokeDetector:
         self._prev: np.ndarray | None = None
 
     def candidates(self, lum: np.ndarray) -> tuple[list[Candidate], np.ndarray]:
-        """Dark, moving regions of a linear-luminance image against the background model."""
+        """Dark, moving regions of a linear-luminance image against the background model, and the
+        foreground mask the model must learn slowly: those dark pixels and as many brighter ones.
+
+        A bright thing passing (a white truck, a hi-vis vest, headlights) is foreground too: learnt
+        at the background's full rate it would leave a "ghost" behind it, road darker than a model
+        that had brightened, which is a dark moving region like a plume's."""
         p = self.params
         assert self.background.mean is not None and self._prev is not None
         bg = self.background.mean
         ratio = (lum + 1e-3) / (bg + 1e-3)
         ratio /= max(float(np.median(ratio)), 1e-3)  # a cloud over the sun is not smoke
         dark: np.ndarray = (ratio < 1.0 - p.min_blackness).astype(np.uint8)
+        bright = ratio > 1.0 + p.min_blackness
         dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         dark = cv2.morphologyEx(dark, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
         changed = np.abs(lum - self._prev) > 0.08 * (bg + 0.02)
@@ -108,7 +114,7 @@ class BlackSmokeDetector:
             motion = float(changed[y0:y1, x0:x1][mask].mean())
             if motion >= p.min_motion:
                 out.append(Candidate(box, mask, motion))
-        return out, dark
+        return out, dark | bright.astype(np.uint8)
 
     def analyse(self, image_bgr: np.ndarray, time: datetime, *, motion: float | None = None,
                 shared: Any = None) -> list[Detection]:
@@ -125,7 +131,7 @@ class BlackSmokeDetector:
         if float(lum.mean()) < 2e-4:  # a black frame (night, lens covered): nothing to judge
             self._prev = lum
             return []
-        cands, dark = self.candidates(lum)
+        cands, foreground = self.candidates(lum)
         cands = sorted(cands, key=lambda c: -int(c.mask.sum()))[:p.max_candidates]
         scores = self._scores(small, cands, shared)
         h, w = lum.shape
@@ -150,7 +156,7 @@ class BlackSmokeDetector:
             confirmed = len(grades) >= p.persist_k and median_grade > p.grade_limit
             detections.append(self._detection(image_bgr, small, bg, cand, tr.id, score, est, median_grade,
                                               len(grades), confirmed, time))
-        self.background.update(lum, dark)
+        self.background.update(lum, foreground)
         self._prev = lum
         return detections
 

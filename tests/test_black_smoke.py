@@ -65,3 +65,32 @@ def test_bad_frames_do_not_crash(classifier) -> None:
     for bad in bad_frames:
         assert det.analyse(bad, T0) == []  # type: ignore[arg-type]
     assert det.analyse(np.zeros((360, 640, 3), np.uint8), T0) == []  # black frames
+
+
+class _EverythingIsSmoke:
+    """A classifier that calls every crop smoke: what reaches it is then exactly the candidates."""
+
+    labels = ("no_smoke", "smoke")
+
+    def positive_scores(self, images: list[np.ndarray]) -> np.ndarray:
+        return np.ones(len(images), np.float32)
+
+
+def test_a_bright_vehicle_passing_leaves_no_dark_ghost() -> None:
+    """A white truck crossing a grey yard: where it was, the road must not read darker than the background.
+
+    (With bright pixels learnt at the background's full rate, the road it uncovers is darker than a
+    model that brightened under it: a dark moving region, each frame, behind the truck.)"""
+    rng = np.random.default_rng(4)
+    yard = np.clip(rng.normal(110, 6, (270, 480, 3)), 0, 255).astype(np.uint8)
+    det = BlackSmokeDetector(_EverythingIsSmoke(), SmokeParams(analysis_width=480), camera="exit")  # type: ignore[arg-type]
+    ghosts = []
+    for i in range(18):  # the first frame is the empty yard: the model starts without the truck
+        frame = yard.copy()
+        x = -90 + 30 * i
+        frame[120:200, max(0, x):max(0, x + 90)] = 245  # the truck's white box body, driving in from the left
+        for d in det.analyse(frame, T0 + timedelta(seconds=i)):
+            x0 = min(px for px, _ in d.regions[0]) * 480
+            if x0 < x - 10:  # a region starting behind the truck: not the truck's own edge
+                ghosts.append((i, round(x0)))
+    assert not ghosts, ghosts
