@@ -127,6 +127,12 @@ class DecodePlan:
         if self._next_due is None:
             self._next_due = t
         tol = self._take_tol()
+        if key and not self.keyframes_only and self._next_due - tol > t > self._next_due - self.interval_s + tol:
+            # A keyframe while the grid waits for a frame later in this GOP: the grid has slipped off
+            # the keyframes (a stall, lost packets), and on time it would stay there, decoding each GOP
+            # up to that later frame. Taken a little early, the keyframe puts the grid back on it.
+            self._next_due = t + self.interval_s
+            return True
         if t < self._next_due - tol:
             return False
         # Stay on the grid while on time. A frame later than due (a gap, a stretched GOP), and in a
