@@ -201,7 +201,7 @@ class BareSoilDetector:
         """The zone's cells whose centre lies under a vehicle's or person's box found on this frame
         by the camera's COCO detector (SharedFeatures.objects): they keep their last class, as a
         passing truck's do; a cell never classified yet is still classified."""
-        if not self.params.skip_objects or shared is None or not hasattr(shared, "objects"):
+        if not self.params.skip_objects:
             return set()
         boxes = [o.box for o in shared.objects()
                  if o.score >= self.params.object_min_score and o.group in ("vehicle", "person")]

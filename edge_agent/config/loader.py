@@ -228,10 +228,13 @@ def _value_error(node: yaml.Node, exc: Exception) -> _ValueProblem:
                          node.start_mark)
 
 
+_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # what PyYAML's marks count as a line break
+
+
 def _line_col(text: str, pos: int) -> tuple[int, int]:
     """1-based line and column of a character, counting line breaks as PyYAML's marks do."""
     line, start = 1, 0
-    for m in re.finditer("\r\n|[\n\r\x85\u2028\u2029]", text[:pos]):
+    for m in _LINE_BREAK.finditer(text[:pos]):
         line, start = line + 1, m.end()
     return line, pos - start + 1
 
@@ -445,14 +448,13 @@ def _yaml_problem(name: str, text: str, exc: yaml.YAMLError, marks: dict[tuple[i
 
 def _char_at(text: str, line: int, column: int) -> str:
     """The character at a 0-based YAML mark ('' past the end), breaking lines as PyYAML's marks do."""
-    lines = re.split("\r\n|[\n\r\x85\u2028\u2029]", text)
+    lines = _LINE_BREAK.split(text)
     return lines[line][column:column + 1] if 0 <= line < len(lines) else ""
 
 
-def _parse(name: str, text: str, loader_class: type[_Limits] | None = None,
-           ) -> tuple[Any, dict[Loc, tuple[int, int]], list[Problem]]:
+def _parse(name: str, text: str) -> tuple[Any, dict[Loc, tuple[int, int]], list[Problem]]:
     """(data, key positions, duplicate keys), or ConfigError with the line of the problem."""
-    loader_class = loader_class or _BoundedLoader
+    loader_class = _BoundedLoader
     positions: dict[Loc, tuple[int, int]] = {}
     dups: list[Problem] = []
     marks: dict[tuple[int, int], Loc] = {}
