@@ -13,7 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from drivers.camera.ring import RingPacket, StreamInfo
 from drivers.types import Frame
 from edge_agent.config.cameras import CameraConfig
 from edge_agent.types import Violation
-from edge_agent.video.cameras import CameraFrame, CamerasComponent
+from edge_agent.video.cameras import RING_MARGIN_S, CameraFrame, CamerasComponent
 
 
 @pytest.fixture
@@ -252,9 +252,9 @@ def test_clip_holds_the_pre_event_seconds_and_plays(clock_server: RtspServer, tm
 
 
 def test_a_held_clip_cut_late_still_opens_at_its_start_and_then_lets_the_video_go(
-        clock_server: RtspServer, tmp_path: Path) -> None:
-    """An evidence job waiting behind others: the ring (pre 3 + post 2 + a 2-s margin) keeps the held
-    clip's video past its seconds until the clip is cut, and no longer."""
+        clock_server: RtspServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """An evidence job waiting behind others: the ring (pre 3 s + the margin) keeps the held clip's video
+    past its seconds until the clip is cut, and no longer."""
     comp, _, frames = _component(clock_server.url, tmp_path)
     comp.start()
     try:
@@ -263,14 +263,21 @@ def test_a_held_clip_cut_late_still_opens_at_its_start_and_then_lets_the_video_g
         around = datetime.now(timezone.utc)
         t0 = around.timestamp()
         comp.hold_clip("cam1", around)
-        time.sleep(12.0)  # the job comes round long after the ring's 7 s
+        ring_s = 3.0 + RING_MARGIN_S
+        time.sleep(ring_s + 4.0)  # the job comes round long after the ring's seconds
         ring = comp._cameras["cam1"].main.ring
         assert ring is not None and ring.pinned() == [t0 - 3.0]
         assert (ring.oldest() or 0.0) <= t0 - 3.0  # still there
         info = comp.clip_info("cam1", around)
         assert ring.pinned() == []
+        assert "late" not in caplog.text
+        # Reported long after its moment, a clip cannot open at its start: the log says by how much.
+        long_ago = around - timedelta(seconds=60)
+        comp.hold_clip("cam1", long_ago)
+        assert "will open" in caplog.text and "late" in caplog.text
+        ring.unpin(long_ago.timestamp() - 3.0)
         time.sleep(1.5)  # a GOP later the ring is back to its seconds
-        assert (ring.oldest() or 0.0) > t0 + 12.0 - 7.0 - 1.1
+        assert (ring.oldest() or 0.0) > t0 + 4.0 - 1.1
     finally:
         comp.stop()
     with av.open(str(info.path)) as container:

@@ -29,10 +29,13 @@ from edge_agent.video.tamper import TamperMonitor, colour_saturation
 
 log = logging.getLogger(__name__)
 
-# The ring keeps whole GOPs back to the one holding its horizon, so a clip of pre + post seconds
-# finds its keyframe whatever the GOP; the margin is for the moment between the clip's end being
-# recorded and the cut. A clip whose job waits behind others pins its start (hold_clip).
-RING_MARGIN_S = 2.0
+# The ring keeps whole GOPs back to the one holding its horizon, so a clip finds its keyframe
+# whatever the GOP. It holds pre seconds and a margin, not pre + post: every violation pins its
+# clip's start when it is reported (hold_clip), and the pin keeps the video from there until the
+# clip is cut, post seconds or a queue of evidence jobs later. The margin covers the time from the
+# moment of the violation (a detector's frame is analysed a moment after it was captured) to its
+# report. Post seconds in the ring cost ~1/3 more of its memory (bench/box.py: ~5 MB).
+RING_MARGIN_S = 5.0
 
 
 class CameraUnavailable(LookupError):
@@ -68,7 +71,7 @@ class _Camera:
             self.error = str(exc)
             log.error("camera %s: %s", cfg.id, exc)
             return
-        ring_s = cfg.clip_pre_s + cfg.clip_post_s + RING_MARGIN_S
+        ring_s = cfg.clip_pre_s + RING_MARGIN_S
         base = CaptureSettings(
             cfg.id, main, analysis_fps=cfg.analysis_fps, keyframes_min_fps=plan.main_min_fps,
             decode=plan.main_decoded, ring_s=ring_s, watchdog_s=cfg.watchdog_s,
@@ -249,13 +252,19 @@ class CamerasComponent:
     def hold_clip(self, camera_id: str, around: datetime, pre_s: float | None = None) -> None:
         """Keep the video a clip around `around` needs until that clip is cut (`clip_info` lets it go).
 
-        Called when a violation is reported, so a clip whose evidence job waits behind others
-        still finds its start in the ring.
+        Called when a violation is reported. The ring holds pre seconds and a margin, so without
+        this a clip cut post seconds later (or after a queue of evidence jobs) would open late.
         """
         cam = self._get(camera_id)
         if cam.main is None or cam.main.ring is None:
             return
-        cam.main.ring.pin(around.timestamp() - (cam.cfg.clip_pre_s if pre_s is None else pre_s))
+        start = around.timestamp() - (cam.cfg.clip_pre_s if pre_s is None else pre_s)
+        cam.main.ring.pin(start)
+        oldest = cam.main.ring.oldest()
+        if oldest is not None and oldest > start:
+            log.warning("camera %s: the clip for %s will open %.1f s late: the video before %s has left the ring "
+                        "(reported %.1f s after the event)", camera_id, around.isoformat(), oldest - start,
+                        datetime.fromtimestamp(oldest, timezone.utc).isoformat(), time.time() - around.timestamp())
 
     def clip_info(self, camera_id: str, around: datetime, pre_s: float | None = None, post_s: float | None = None,
                   *, path: Path | None = None, timeout_s: float | None = None) -> ClipInfo:
