@@ -32,8 +32,12 @@ if TYPE_CHECKING:
 class ModelPool:
     """The box's cache of loaded backbones, classifiers and object detectors (thread-safe)."""
 
-    def __init__(self, adapted_dir: Path | str | None = None, check_s: float = 5.0) -> None:
+    def __init__(self, adapted_dir: Path | str | None = None, check_s: float = 5.0,
+                 cache_dir: Path | str | None = None) -> None:
         self.adapted_dir = Path(adapted_dir) if adapted_dir is not None else None
+        # Where backbones re-pointed at their feature maps are kept as files, so that their pages
+        # leave RAM once the runtime has packed them (detectors/model_pages.py); None: in memory.
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.check_s = check_s
         self._models: dict[tuple[str, str, int], Classifier] = {}
         self._backbones: dict[tuple[str, int], Backbone] = {}
@@ -45,7 +49,7 @@ class ModelPool:
         with self._lock:
             bb = self._backbones.get(key)
             if bb is None:
-                bb = self._backbones[key] = Backbone(Path(path), sha256, threads, feature)
+                bb = self._backbones[key] = Backbone(Path(path), sha256, threads, feature, self.cache_dir)
         if bb.sha256 != sha256.lower():
             raise ModelError(f"backbone {path}: sha256 is {bb.sha256}, the card says {sha256}")
         return bb

@@ -139,7 +139,7 @@ def build_agent(config: AgentConfig, *, clock: Clock = SYSTEM_CLOCK,
 
     if cameras is not None:
         vision = Vision(config.cameras, config.detectors, report, activity=activity, clock=clock,
-                        adapted_dir=agent.data_dir / "models")
+                        adapted_dir=agent.data_dir / "models", model_cache_dir=agent.data_dir / "model-cache")
         agent.on_reload(request_reload)  # SIGHUP: a head installed by `edge-agent adapt` at once
         cameras.subscribe(frames=vision.on_frame, violations=report)
 

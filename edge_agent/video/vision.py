@@ -114,7 +114,8 @@ class Vision:
     name = "detectors"
 
     def __init__(self, cameras: Sequence[CameraConfig], detectors: DetectorsConfig, report: ViolationSink, *,
-                 activity: ActivityLog | None = None, clock: Clock = SYSTEM_CLOCK, adapted_dir: Path | None = None):
+                 activity: ActivityLog | None = None, clock: Clock = SYSTEM_CLOCK, adapted_dir: Path | None = None,
+                 model_cache_dir: Path | None = None):
         self.report = report
         self.activity = activity
         self.clock = clock
@@ -122,7 +123,7 @@ class Vision:
         self._workers: dict[str, _CameraWorker] = {}
         # One pool for the box: each model loaded once, whichever cameras run it (heads a site
         # trained with `edge-agent adapt` win).
-        self.pool = ModelPool(adapted_dir=adapted_dir)
+        self.pool = ModelPool(adapted_dir=adapted_dir, cache_dir=model_cache_dir)
         for cam in cameras:
             if not cam.enabled or not cam.detectors:
                 continue
