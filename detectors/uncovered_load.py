@@ -247,7 +247,8 @@ class UncoveredLoadDetector:
         if violation:
             h, w = image.shape[:2]
             x0, y0, x1, y1 = box_px(tr.box, w, h)
-            images = {"snapshot": image.copy(), "crop": image[y0:y1, x0:x1].copy(), "load": patch}
+            # The frame itself, not a 6-MB copy (see washing): it becomes a JPEG before the analysis returns.
+            images = {"snapshot": image, "crop": image[y0:y1, x0:x1].copy(), "load": patch}
         return Detection(detector=NAME, camera=self.camera, time=time,
                          kind="uncovered_load" if violation else "load_checked",
                          key=f"{NAME}:{self.camera}:{tr.id}", score=round(p_violation, 3), regions=tuple(regions),

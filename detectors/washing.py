@@ -274,7 +274,9 @@ class WashingDetector:
         if not washed:
             h, w = image.shape[:2]
             x0, y0, x1, y1 = box_px(region, w, h)
-            images = {"snapshot": image.copy(), "crop": image[y0:y1, x0:x1].copy(),
+            # The frame itself, not a 6-MB copy: frames are never written to, and the vision worker
+            # makes its JPEG before this analysis returns (edge_agent/video/vision.py, _seen).
+            images = {"snapshot": image, "crop": image[y0:y1, x0:x1].copy(),
                       "frames": tuple((t, f) for t, f in self._frames if t >= first_seen)}
         return Detection(
             detector=NAME, camera=self.camera, time=time, kind="vehicle_exit" if washed else "unwashed_vehicle",
