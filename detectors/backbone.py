@@ -215,6 +215,9 @@ def features_file(cache_dir: Path, original: Path, sha256: str, patched: bytes) 
             tmp = target.with_name(f".{target.name}.part")
             tmp.write_bytes(patched)
             tmp.replace(target)
+        for stale in cache_dir.glob(f"{original.stem}.*.features.tflite"):  # an older backbone's, after an upgrade
+            if stale != target:
+                stale.unlink(missing_ok=True)
         return target
     except OSError as exc:
         log.warning("backbone %s: cannot keep its feature model in %s (%s); loading it from memory",

@@ -52,10 +52,13 @@ def test_a_damaged_feature_file_is_rewritten_from_the_checked_original(tmp_path:
     cache = tmp_path / "model-cache"
     first = ModelPool(cache_dir=cache).classifier("soil_cls")
     (feature_file,) = _cached(cache)
+    stale = cache / f"{first.backbone.path.stem}.0123456789abcdef.features.tflite"  # an older version's
+    stale.write_bytes(b"old")
     feature_file.write_bytes(b"not a model")
     again = ModelPool(cache_dir=cache).classifier("soil_cls")
     original = first.backbone.path.read_bytes()
     assert feature_file.read_bytes() == with_output(original, find_feature_tensor(original))
+    assert _cached(cache) == [feature_file]  # the older version's file is gone
     assert np.array_equal(again.backbone.feature_map(IMAGE), first.backbone.feature_map(IMAGE))
 
 
