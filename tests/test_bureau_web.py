@@ -106,13 +106,18 @@ def test_console_in_a_real_browser(mosquitto: Broker, tmp_path: Path):
         login(driver, running.url, "op")
         cookie = session_cookie(driver)
         driver.get(running.url + "/")
-        row = driver.find_element(By.CSS_SELECTOR, f'tr[data-device="{b.site}/{b.device}"]')
-        assert "在线" in row.text and "已同步" in row.text
+        # The fleet table refreshes itself: read the row through `wait` (it re-finds a swapped element).
+
+        def row_text() -> str:
+            return str(driver.find_element(By.CSS_SELECTOR, f'tr[data-device="{b.site}/{b.device}"]').text)
+
+        wait(lambda: "在线" in row_text() and "已同步" in row_text(), 10, "device not shown online and synced")
         full_screenshot(driver, shots / "fleet.png")
 
         driver.get(f"{running.url}/site/{b.site}")
-        noise = driver.find_element(By.ID, "noise-crane-1")
-        assert len(noise.find_elements(By.TAG_NAME, "path")) >= 3  # LAeq, Lmax and the limit line
+        # LAeq, Lmax and the limit line; read through `wait` too, in case a live update swaps the chart
+        wait(lambda: len(driver.find_element(By.ID, "noise-crane-1").find_elements(By.TAG_NAME, "path")) >= 3, 10,
+             "noise chart incomplete")
         assert driver.find_elements(By.CSS_SELECTOR, "svg.timeline rect")
         full_screenshot(driver, shots / "site.png")
 
