@@ -249,13 +249,12 @@ class Backbone:
             del model
             # From a file on disk the runtime maps it and its pages can be given back once packed
             # (~4 MB per backbone); else from memory, where they stay for good.
-            on_disk = features_file(Path(cache_dir), self.path, actual, patched) if cache_dir is not None else None
+            on_disk = features_file(cache_dir, self.path, actual, patched) if cache_dir is not None else None
             if on_disk is not None:
                 del patched
                 interp = open_interpreter(f"backbone {self.path}", threads, path=on_disk)
             else:
                 interp = open_interpreter(f"backbone {self.path}", threads, content=patched)
-            self.loaded_from = on_disk or self.path
         except ModelError:
             raise
         except Exception as exc:  # LiteRT raises ValueError/RuntimeError on corrupt files
