@@ -6,7 +6,8 @@ candidates, one pass of its two backbones per candidate crop, Ringelmann grade),
 uncovered stockpile zone classified at every frame (bare_soil: one backbone pass per zone,
 every cell of the zone from that one map). Each detector is timed alone, then both on one
 camera sharing each frame's work (SharedFeatures: the downscaled copies and any backbone
-input both use) as the vision worker runs them. The exit camera's detectors (washing,
+input both use) as the vision worker runs them, every detector on every frame (the worst frame:
+the target's figure); then as shipped, bare soil every 10 s (the mean per frame). The exit camera's detectors (washing,
 uncovered_load, on the shared SSD) are in bench/object_detectors.py. Ends with one JSON line.
 Run: `python bench/detectors.py [--frames 30]`.
 """
@@ -111,6 +112,21 @@ def main() -> int:
     ms, found = _time(camera, smoke_frames, 3)
     results["camera:black_smoke+bare_soil"] = {"ms": round(ms, 2), "detections": found}
 
+    # The same camera as shipped: bare soil classifies its zones every 10 s (SoilParams default), so
+    # at 1 fps one frame in ten carries both backbones. The mean per frame is what the CPU pays;
+    # the median above (every frame carrying both) is the worst frame, which the target is held to.
+    cadence_soil = BareSoilDetector(soil_clf, {"ground": ground}, SoilParams())
+    cadence_smoke = BlackSmokeDetector(smoke_clf)
+    spent = []
+    for i, frame in enumerate(smoke_frames):
+        t = time.perf_counter()
+        shared = SharedFeatures(frame, pool)
+        cadence_smoke.analyse(frame, T0 + timedelta(seconds=i), shared=shared)
+        cadence_soil.analyse(frame, T0 + timedelta(seconds=i), shared=shared)
+        if i >= 3:
+            spent.append((time.perf_counter() - t) * 1000)
+    cadence_mean_ms = round(statistics.fmean(spent), 2)
+
     # The exit camera's detectors, which share one COCO detector pass (bench/object_detectors.py).
     sys.path.append(str(Path(__file__).resolve().parent))
     from object_detectors import NAMES, measure
@@ -125,6 +141,7 @@ def main() -> int:
     print(f"{'detector':<30}{'ms/frame':>10}{'detections':>12}")
     for name, r in results.items():
         print(f"{name:<30}{r['ms']:>10.2f}{r['detections']:>12}")
+    print(f"site camera as shipped (bare soil every 10 s), mean per frame: {cadence_mean_ms:.2f} ms")
     per_detector = {k: v["ms"] for k, v in results.items() if not k.startswith("camera:")}
     camera_ms = max(v["ms"] for k, v in results.items() if k.startswith("camera:"))
     ok = all(v <= TARGET_DETECTOR_MS for v in per_detector.values()) and camera_ms <= TARGET_CAMERA_MS
@@ -135,6 +152,7 @@ def main() -> int:
                       "ms_per_frame": {k: v["ms"] for k, v in results.items()},
                       "backbone_passes_per_frame": {k: v["backbone_passes_per_frame"] for k, v in results.items()
                                                     if "backbone_passes_per_frame" in v},
+                      "site_camera_mean_ms_at_default_cadence": cadence_mean_ms,
                       "target_ms": {"detector": TARGET_DETECTOR_MS, "camera": TARGET_CAMERA_MS}, "ok": ok}))
     return 0
 
