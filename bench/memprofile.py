@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections import defaultdict
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,33 @@ class Sampler:
                 self.dump("peak")
 
 
+def watch_spikes(out: Path, above_mb: float, every: float = 0.01, after_s: float = 40.0) -> None:
+    """With tracemalloc: whenever Python-traced memory (numpy arrays included) rises `above_mb` over
+    its low of the last 10 s, the allocations alive at that moment (top 15 by traceback) go to
+    DIR/spikes.jsonl. The transients behind a peak last milliseconds: a 0.2 s sampler sees them, a
+    snapshot after the fact does not. Start-up (`after_s`) is skipped; at most one record every 2 s."""
+    start = time.monotonic()
+    recent: deque[tuple[float, float]] = deque()
+    last = 0.0
+    with open(out / "spikes.jsonl", "a", buffering=1) as fh:
+        while True:
+            time.sleep(every)
+            now = time.monotonic()
+            cur = tracemalloc.get_traced_memory()[0] / 1048576
+            recent.append((now, cur))
+            while recent[0][0] < now - 10:
+                recent.popleft()
+            low = min(v for _, v in recent)
+            if now - start < after_s or cur - low < above_mb or now - last < 2:
+                continue
+            last = now
+            stats = tracemalloc.take_snapshot().statistics("traceback")[:15]
+            fh.write(json.dumps({"t": round(now - start, 2), "traced_mb": round(cur, 1), "low_mb": round(low, 1),
+                                 "top": [[round(st.size / 1048576, 2), [f"{f.filename.split('/')[-1]}:{f.lineno}"
+                                                                       for f in st.traceback]] for st in stats]})
+                     + "\n")
+
+
 def hook_evidence(sampler: Sampler) -> None:
     """A line per bundle: what building one costs, and what stays after it."""
     from edge_agent.violations import EvidenceWorker
@@ -183,6 +210,8 @@ def main() -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--every", type=float, default=0.5)
     parser.add_argument("--tracemalloc", type=int, default=0, help="frames per traceback; 0: off")
+    parser.add_argument("--spike-mb", type=float, default=0.0,
+                        help="with --tracemalloc: record what is alive when traced memory jumps this much (MB)")
     parser.add_argument("--trim-every", type=float, default=0.0, help="malloc_trim(0) this often (s); 0: never")
     parser.add_argument("agent_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
@@ -194,6 +223,9 @@ def main() -> int:
     sampler.line(event="start")
     threading.Thread(target=sampler.run, name="memprofile", daemon=True).start()
     hook_evidence(sampler)
+    if args.tracemalloc and args.spike_mb > 0:
+        threading.Thread(target=watch_spikes, args=(args.out, args.spike_mb),
+                         name="memprofile-spikes", daemon=True).start()
     from edge_agent.cli import main as agent_main
 
     agent_args = [a for a in args.agent_args if a != "--"]
