@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
+import time
 from datetime import datetime
 
 from edge_agent.hj212.server import PAST_DATA_CNS, Hj212Server, Received
@@ -92,7 +92,11 @@ def run(args: argparse.Namespace) -> int:
     mode = "strict" if args.strict else "tolerant"
     print(f"hj212-server: listening on {host}:{port} ({mode}; Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
-        threading.Event().wait()
+        # Woken twice a second: Ctrl-C's signal may be taken by a connection's thread, and Python
+        # runs its handler (KeyboardInterrupt) only when the main thread runs again; an untimed
+        # wait never did (seen once in CI: the server ignored SIGINT).
+        while True:
+            time.sleep(0.5)
     finally:
         server.stop()
         counts = server.warning_counts()
