@@ -280,3 +280,30 @@ def test_cli_strict_refuses_the_deviations(cli_server: tuple[subprocess.Popen[by
     assert [line.split()[2] for line in lines] == [
         "MALFORMED", "MALFORMED", "MALFORMED", "MALFORMED", "BAD_CRC", "BAD_LENGTH"]
     assert not any("[warn" in line for line in lines)
+
+
+@pytest.mark.parametrize("how", ["sigint_ignored_by_parent", "sigterm"])
+def test_cli_stops_with_its_summary_on_sigterm_and_when_its_parent_ignores_ctrl_c(how: str) -> None:
+    """A script's background job inherits SIGINT ignored; systemd and `kill` send SIGTERM. Either way
+    the server stops and prints its counts (a CI run launched in the background once hung here)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def ignore_ctrl_c() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen([sys.executable, "-m", "edge_agent", "hj212-server", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=ignore_ctrl_c if how == "sigint_ignored_by_parent" else None)
+    try:
+        assert proc.stderr is not None
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", proc.stderr.readline().decode())
+        assert match
+        _send_and_read(proc, int(match.group(1)), 6)
+        proc.send_signal(signal.SIGINT if how == "sigint_ignored_by_parent" else signal.SIGTERM)
+        _out, err = proc.communicate(timeout=WAIT)
+        assert proc.returncode == 0
+        assert "by kind: cp_missing=1, header_unknown=1, qn_epoch_ms=1, st_3_digits=1" in err.decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

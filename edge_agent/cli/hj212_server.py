@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
-import time
+import threading
 from datetime import datetime
+from typing import Any
 
 from edge_agent.hj212.server import PAST_DATA_CNS, Hj212Server, Received
 
@@ -91,12 +93,19 @@ def run(args: argparse.Namespace) -> int:
         return 1
     mode = "strict" if args.strict else "tolerant"
     print(f"hj212-server: listening on {host}:{port} ({mode}; Ctrl-C to stop)", file=sys.stderr, flush=True)
+    # Ctrl-C and SIGTERM stop it the same way, with the summary. Set here rather than left to
+    # Python's KeyboardInterrupt: a parent that ignores SIGINT (a script's background job) passes
+    # that on, and the server would then not stop on Ctrl-C at all.
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
-        # Woken twice a second: Ctrl-C's signal may be taken by a connection's thread, and Python
-        # runs its handler (KeyboardInterrupt) only when the main thread runs again; an untimed
-        # wait never did (seen once in CI: the server ignored SIGINT).
-        while True:
-            time.sleep(0.5)
+        while not stop.wait(0.5):  # timed: the handler runs when the main thread wakes
+            pass
     finally:
         server.stop()
         counts = server.warning_counts()
