@@ -87,6 +87,9 @@ def main() -> int:
             model.feature_map(x)
         return (time.perf_counter() - t) / 20 * 1000
 
+    sys.path.append(str(Path(__file__).resolve().parent))
+    from object_detectors import NAMES, measure
+
     def one_round() -> tuple[dict[str, dict[str, float]], dict[str, float]]:
         """Every figure once: (per detector and camera, the other figures)."""
         backbone_ms, stack_ms = pass_ms(backbone), pass_ms(stack)
@@ -133,9 +136,6 @@ def main() -> int:
         cadence_mean_ms = round(statistics.fmean(spent), 2)
 
         # The exit camera's detectors, which share one COCO detector pass (bench/object_detectors.py).
-        sys.path.append(str(Path(__file__).resolve().parent))
-        from object_detectors import NAMES, measure
-
         objects = measure(n)
         for name in NAMES:
             results[name] = {"ms": objects[f"{name}_alone"], "detections": 0}
