@@ -37,7 +37,7 @@ from detectors.registry import DetectorParams
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "ssd_mobilenet_v1_coco_quant"
+MODEL_NAME = "ssd_mobilenet_v1_coco_int8"
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 Box4 = tuple[float, float, float, float]  # normalised x0, y0, x1, y1
 DEFAULT_GROUPS: Mapping[str, tuple[str, ...]] = {

@@ -142,7 +142,8 @@ def _check_head(card: ModelCard, head: Head, path: Path, backbone: FeatureExtrac
     where = f"head {path} vs its card"
     if card.backbone_key != backbone.sha256:
         raise ModelError(f"{where}: trained on backbone sha256 {card.backbone_key}, "
-                         f"but the backbone loaded is {backbone.sha256} ({backbone.path.name})")
+                         f"but the backbone loaded is {backbone.sha256} ({backbone.path.name}); a head trained "
+                         f"before a backbone upgrade must be trained again: edge-agent adapt DETECTOR FOLDER")
     if head.backbone_sha256 and head.backbone_sha256 != backbone.sha256:
         raise ModelError(f"{where}: the head was trained on backbone sha256 {head.backbone_sha256}, "
                          f"not on {backbone.sha256} ({backbone.path.name})")

@@ -64,7 +64,7 @@ LABELS = ("covered", "partial", "uncovered", "empty")
 DATASET_LABELS = {"covered_load": "covered", "partial_cover": "partial", "uncovered_load": "uncovered",
                   "empty_load": "empty"}
 DEFAULT_REGION = (-0.05, -0.6, 1.05, 0.25)
-BACKBONE_FILE = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"  # the smoke and soil heads' too
+BACKBONE_FILE = "mobilenet_v1_1.0_224_embedding_int8.tflite"  # the smoke and soil heads' too
 
 Point = tuple[float, float]
 Box4 = tuple[float, float, float, float]
@@ -421,7 +421,7 @@ def write_head(head: Any, out: Path, backbone_file: Path, backbone_sha256: str,
     head_path = out / f"{name}.npz"
     head.save(head_path)
     card: dict[str, Any] = {
-        "name": name, "version": "1", "file": head_path.name, "sha256": sha256_file(head_path),
+        "name": name, "version": "2", "file": head_path.name, "sha256": sha256_file(head_path),
         "detector": NAME, "description": "Load area of a vehicle leaving the site: covered (tarp), partial (net "
         "over a heap), uncovered, empty.",
         "input": {"width": 224, "height": 224, "channels": 3, "color": "rgb", "dtype": "uint8"},
@@ -433,7 +433,8 @@ def write_head(head: Any, out: Path, backbone_file: Path, backbone_sha256: str,
         "backbone": {"file": os.path.relpath(backbone_file, out), "sha256": backbone_sha256,
                      "pooling": head.pooling,
                      "source": "google-coral/test_data @ 104342d2d3480b3e66203073dac24f4e2dbb4c41, Apache-2.0 "
-                               "(LICENSE-Apache-2.0.txt); provenance as in smoke_cls.yaml"},
+                               "(LICENSE-Apache-2.0.txt), requantised to int8 inside by detectors.training.requantize; "
+                               "provenance as in smoke_cls.yaml"},
     }
     card.update(extra or {})
     path = out / f"{name}.yaml"

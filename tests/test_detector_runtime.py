@@ -16,7 +16,7 @@ from detectors.runtime import MODELS_DIR, HeadClassifier, TfliteClassifier, defa
 from detectors.training import synth
 
 MODELS = ["smoke_cls", "soil_cls"]
-BACKBONE = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+BACKBONE = "mobilenet_v1_1.0_224_embedding_int8.tflite"
 
 
 def _copy(name: str, tmp_path: Path) -> Path:

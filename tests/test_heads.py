@@ -64,7 +64,7 @@ def test_feature_map_is_the_last_conv_map_and_pools_to_the_models_own_embedding(
 def test_backbone_refuses_a_file_that_is_not_its_card(tmp_path: Path) -> None:
     from detectors.card import ModelError
 
-    path = MODELS_DIR / "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+    path = MODELS_DIR / "mobilenet_v1_1.0_224_embedding_int8.tflite"
     with pytest.raises(ModelError, match="does not match"):
         Backbone(path, "0" * 64)
     junk = tmp_path / "junk.tflite"

@@ -130,9 +130,9 @@ def ObjectParamsActivity() -> ObjectParams:
 
 
 def test_model_that_does_not_match_its_card_is_refused(tmp_path: Path) -> None:
-    for name in ("ssd_mobilenet_v1_coco_quant.yaml", "coco_labelmap.txt"):
+    for name in ("ssd_mobilenet_v1_coco_int8.yaml", "coco_labelmap.txt"):
         shutil.copy(MODELS_DIR / name, tmp_path / name)
-    bad = tmp_path / "ssd_mobilenet_v1_coco_quant.tflite"
+    bad = tmp_path / "ssd_mobilenet_v1_coco_int8.tflite"
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelError, match="does not match its card"):
         load_objects(bad)

@@ -50,20 +50,23 @@ from detectors.training.catalog import Item
 from detectors.training.features import FeatureCache, default_cache_dir, read_image
 from detectors.training.object_crops import ObjectCrop
 
-VERSION = "2.0.0"
+VERSION = "3.0.0"  # 3: the requantised int8 backbone
 SEED = 2024
 HELDOUT = 0.25
 FOLDS = 5
-BACKBONE = "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite"
+BACKBONE = "mobilenet_v1_1.0_224_embedding_int8.tflite"
 BACKBONE_SOURCE = {
     "repository": "https://github.com/google-coral/test_data",
     "path": "mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
     "commit": "104342d2d3480b3e66203073dac24f4e2dbb4c41",
-    "sha256": "f409ef4f73fcbb9667841965623c5c8524aac33d41b9bf5f3667161fb4a76319",
+    "published_sha256": "f409ef4f73fcbb9667841965623c5c8524aac33d41b9bf5f3667161fb4a76319",
+    "sha256": "d8cb98ed1d3a0818df06d9f097142b17daf414284a68307a09aa51eec571b472",
     "licence": "Apache-2.0",
     "licence_file": "LICENSE-Apache-2.0.txt",
-    "what": "MobileNet V1 1.0, 224x224, ImageNet, uint8, cut at the global average pool (Coral's embedding "
-            "extractor for transfer learning); copied unchanged",
+    "what": "MobileNet V1 1.0, 224x224, ImageNet, cut at the global average pool (Coral's embedding extractor "
+            "for transfer learning), published uint8; requantised here to int8 inside (uint8 in and out) so "
+            "XNNPACK's signed kernels run it: python -m detectors.training.requantize SOURCE "
+            "detectors/models/mobilenet_v1_1.0_224_embedding_int8.tflite (deterministic)",
 }
 # More backbones a head may read beside BACKBONE (their maps stacked after its channels), with provenance.
 EXTRA_BACKBONES = {
@@ -115,7 +118,7 @@ TASKS = {
         "plumes against an overcast sky are often scored below 0.5 (they look like haze). Held-out sets per "
         "family are small: treat each figure as rough. No synthetic images.",
         positive_offsets=(0.0, 0.25, 0.5, 0.75, 1.0),
-        extra_backbones=("tf2_mobilenet_v2_1.0_224_ptq.tflite",), version="3.1.0", object_crops=True,
+        extra_backbones=("tf2_mobilenet_v2_1.0_224_ptq.tflite",), version="4.0.0", object_crops=True,
     ),
     "soil_cls": Task(
         "soil_cls", "bare_soil", catalog.SOIL_LABELS, "bare_soil", catalog.soil_items,
@@ -389,7 +392,8 @@ def train_task(task: Task, root: Path, out_dir: Path, cache_dir: Path, log: Log,
     source: dict[str, str] = dict(BACKBONE_SOURCE)
     if bb_sha != BACKBONE_SOURCE["sha256"]:
         if backbone_path.name == BACKBONE:
-            raise SystemExit(f"{backbone_path}: sha256 {bb_sha} is not the published file's {source['sha256']}")
+            raise SystemExit(f"{backbone_path}: sha256 {bb_sha} is not the shipped file's {source['sha256']} "
+                             f"(python -m detectors.training.requantize makes it from the published file)")
         source = {"what": "not the shipped backbone: a comparison run; see ../shared/models/README.md"}
     first = Backbone(backbone_path, bb_sha, threads=1)
     extras = [] if comparison else [_extra_backbone(out_dir / name) for name in task.extra_backbones]
