@@ -200,3 +200,23 @@ def test_head_files_are_plain_numpy(tmp_path: Path) -> None:
     with np.load(MODELS_DIR / "smoke_cls.npz", allow_pickle=False) as data:
         assert {"labels", "mean", "inv_std", "w_out", "b_out"} <= set(data.files)
     assert isinstance(head, Head) and head.backbone_sha256
+
+
+def test_a_site_head_from_before_a_backbone_upgrade_is_refused_and_the_shipped_head_runs(tmp_path: Path, caplog) -> None:
+    """After an upgrade that changed the backbone (2026-12-03: requantised to int8), a site's head
+    trained on the old one cannot read the new features: the shipped head is used, and the log says
+    what to do."""
+    store = _install_wrong_head(tmp_path / "models")
+    card_path = store.card_path("v0001")
+    card = yaml.safe_load(card_path.read_text())
+    card["backbone"].update(file="mobilenet_v1_1.0_224_quant_embedding_extractor.tflite",
+                            sha256="f409ef4f73fcbb9667841965623c5c8524aac33d41b9bf5f3667161fb4a76319")
+    card_path.write_text(yaml.safe_dump(card))
+    images = [_image(label, np.random.default_rng(i)) for i, label in enumerate(LABELS)]
+    with caplog.at_level("ERROR", logger="detectors.runtime"):
+        clf = ModelPool(adapted_dir=tmp_path / "models", check_s=0.0).classifier("soil_cls")
+        probs = clf.classify(images)
+    shipped = load_card(default_model_path("soil_cls"))
+    assert isinstance(clf, HeadClassifier) and clf.card.version == shipped.version
+    np.testing.assert_allclose(probs, ModelPool().classifier("soil_cls").classify(images), rtol=1e-5)
+    assert "f409ef4f73fcbb96" in caplog.text and "edge-agent adapt" in caplog.text
