@@ -101,7 +101,7 @@ def test_watcher_looks_at_most_every_check_s(tmp_path: Path) -> None:
     assert watch() is None, "not looked at again within check_s"
     clock[0] = 6.0
     back = watch()
-    assert back is not None and back[1].version == load_card(default_model_path("soil_cls")).version  # the shipped card again
+    assert back is not None and back[1].version == load_card(default_model_path("soil_cls")).version  # shipped
 
 
 def test_adapt_fixes_a_wrong_head_the_daemon_switches_and_rollback_restores(tmp_path: Path, capsys) -> None:
@@ -202,7 +202,8 @@ def test_head_files_are_plain_numpy(tmp_path: Path) -> None:
     assert isinstance(head, Head) and head.backbone_sha256
 
 
-def test_a_site_head_from_before_a_backbone_upgrade_is_refused_and_the_shipped_head_runs(tmp_path: Path, caplog) -> None:
+def test_a_site_head_from_before_a_backbone_upgrade_is_refused_and_the_shipped_head_runs(tmp_path: Path,
+                                                                                         caplog) -> None:
     """After an upgrade that changed the backbone (2026-12-03: requantised to int8), a site's head
     trained on the old one cannot read the new features: the shipped head is used, and the log says
     what to do."""
