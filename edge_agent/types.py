@@ -75,6 +75,9 @@ class Violation:
     figures: dict[str, float | str | None]
     message: str = ""  # one line for people, in the crew's language where it is spoken
     seen: Seen | None = field(default=None, compare=False, repr=False)  # for evidence, never published
+    # Over as soon as it is seen (a truck that left unwashed, an uncovered load): `started` and
+    # `ended` come together, and the `ended` must not withdraw the warning the crew is owed.
+    moment: bool = field(default=False, compare=False)
 
     def to_json(self) -> dict[str, object]:
         return {

@@ -8,6 +8,7 @@ starts). Relays use gpiozero's mock pin factory (GPIOZERO_PIN_FACTORY=mock): eac
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import wave
@@ -211,6 +212,22 @@ def test_ended_violation_withdraws_its_announcement(alsa_sink: AlsaSink, clip_ca
     finally:
         actions.stop()
     assert not any(e.event == "played" for e in queue.events())
+
+
+def test_a_moment_violation_ending_at_once_still_plays_its_warning(alsa_sink: AlsaSink, clip_cache: Path,
+                                                                   pins: object):
+    """An uncovered load or an unwashed truck is over as soon as it is seen: its `ended` comes with
+    its `started`, and the crew must still hear the warning (the demo's went unplayed before)."""
+    actions = make(clip_cache)
+    queue = actions.queue
+    assert queue is not None
+    try:
+        for state in ("started", "ended"):
+            actions.on_violation(dataclasses.replace(violation("uncovered_load", state), moment=True))
+        assert queue.wait_for(has(("played", "uncovered_load")), 20)
+    finally:
+        actions.stop()
+    assert not any(e.event == "cancelled" for e in queue.events())
 
 
 def test_free_text_shout_is_rendered_and_played(alsa_sink: AlsaSink, clip_cache: Path, pins: object):

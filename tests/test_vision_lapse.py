@@ -85,3 +85,14 @@ def test_unconfirmed_report_then_silence_ends_once() -> None:
     vision.lapse("cam1", clock.now())
     vision.lapse("cam1", clock.now())
     assert [v.state for v in out] == ["started", "ended"]
+
+
+def test_a_truck_leaving_unwashed_is_one_moment_and_a_plume_is_not() -> None:
+    """A moment is started and ended at once and says so, so the actions still play its warning."""
+    vision, out, clock = _vision()
+    vision.on_detection(Detection("washing", "cam1", clock.now(), "unwashed_vehicle", "t1", 0.8,
+                                  metrics={"dwell_s": 3.0}, confirmed=True))
+    assert [(v.kind, v.state, v.moment) for v in out] == [("unwashed_vehicle", "started", True),
+                                                          ("unwashed_vehicle", "ended", True)]
+    vision.on_detection(_plume(clock))
+    assert (out[-1].kind, out[-1].moment) == ("black_smoke", False)

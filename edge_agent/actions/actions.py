@@ -198,7 +198,7 @@ class Actions:
             for rid in rule.relays:
                 if rid in self.relays:
                     self.relays[rid].release(v.key)
-            if self.queue is not None:
+            if self.queue is not None and not v.moment:  # a moment's warning is still owed: it plays
                 self.queue.cancel(v.key)
         elif v.state in ("started", "ongoing"):
             # `ongoing` re-holds (idempotent): after a restart the relays follow the violation again.

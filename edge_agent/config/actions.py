@@ -83,6 +83,10 @@ DEFAULT_CLIPS: dict[str, ClipConfig] = {
         "请注意，车辆未冲洗，请冲洗干净后再驶出工地。",
         "qing3 zhu4 yi4, che1 liang4 wei4 chong1 xi3, qing3 chong1 xi3 gan1 jing4 hou4 zai4 shi3 chu1 gong1 di4.",
     ),
+    "uncovered_load": _clip(  # 渣土车辆100%密闭运输
+        "请注意，渣土车辆未密闭覆盖，请覆盖后再驶出工地。",
+        "qing3 zhu4 yi4, zha1 tu3 che1 liang4 wei4 mi4 bi4 fu4 gai4, qing3 fu4 gai4 hou4 zai4 shi3 chu1 gong1 di4.",
+    ),
     "shout": _clip(
         "请注意，这是监管部门喊话，请立即停止施工。",
         "qing3 zhu4 yi4, zhe4 shi4 jian1 guan3 bu4 men2 han3 hua4, qing3 li4 ji2 ting2 zhi3 shi1 gong1.",
@@ -246,6 +250,7 @@ DEFAULT_ACTIONS: dict[str, ActionRule] = {
     "black_smoke": ActionRule(clip="black_smoke", relays=["strobe"]),
     "bare_soil": ActionRule(clip="bare_soil", relays=["strobe"]),
     "unwashed_vehicle": ActionRule(clip="unwashed_vehicle", relays=["strobe"]),
+    "uncovered_load": ActionRule(clip="uncovered_load", relays=["strobe"]),
 }
 
 

@@ -253,7 +253,7 @@ class Vision:
                 key = f"{kind}:{d.camera}:{d.key}"
                 for state in ("started", "ended"):
                     self.report(Violation(kind, state, key, d.time, d.time, d.camera, figures, message,
-                                          seen=_seen(d, message) if state == "started" else None))
+                                          seen=_seen(d, message) if state == "started" else None, moment=True))
             return
         timing = Timing(min_duration_s=0, clear_s=how.clear_s, cooldown_s=how.cooldown_s,
                         ongoing_every_s=how.ongoing_every_s)
