@@ -219,11 +219,14 @@ def test_a_moment_violation_ending_at_once_still_plays_its_warning(alsa_sink: Al
     """An uncovered load or an unwashed truck is over as soon as it is seen: its `ended` comes with
     its `started`, and the crew must still hear the warning (the demo's went unplayed before)."""
     actions = make(clip_cache)
+    actions.moment_relays_s = 1.5  # 30 s on a box
     queue = actions.queue
     assert queue is not None
     try:
         for state in ("started", "ended"):
             actions.on_violation(dataclasses.replace(violation("uncovered_load", state), moment=True))
+        assert levels(pins, STROBE) == [True]  # the strobe outlives the moment's `ended`...
+        assert eventually(lambda: levels(pins, STROBE) == [True, False], 5)  # ...for moment_relays_s
         assert queue.wait_for(has(("played", "uncovered_load")), 20)
     finally:
         actions.stop()

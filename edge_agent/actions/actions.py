@@ -34,6 +34,7 @@ from edge_agent.types import Violation
 log = logging.getLogger(__name__)
 
 MAX_SHOUT_REPEATS = 10
+MOMENT_RELAYS_S = 30.0  # how long a moment violation's relays run (a strobe while its warning plays twice)
 
 
 class ActionError(ValueError):
@@ -93,6 +94,10 @@ class Actions:
                 source = feedback_factory(cfg, self._feedback_changed)
                 if source is not None:
                     self.feedback[cfg.id] = FeedbackMonitor(cfg.id, source, cfg.feedback, clock=clock)
+        # A moment (a truck that left unwashed) has no end to switch its relays off at: they run this long.
+        self.moment_relays_s = MOMENT_RELAYS_S
+        self._timed_releases: list[tuple[float, str, str]] = []  # (monotonic deadline, relay id, key)
+        self._timed_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._errors = 0
@@ -196,7 +201,12 @@ class Actions:
             return
         if v.state == "ended":
             for rid in rule.relays:
-                if rid in self.relays:
+                if rid not in self.relays:
+                    continue
+                if v.moment:
+                    with self._timed_lock:
+                        self._timed_releases.append((time.monotonic() + self.moment_relays_s, rid, v.key))
+                else:
                     self.relays[rid].release(v.key)
             if self.queue is not None and not v.moment:  # a moment's warning is still owed: it plays
                 self.queue.cancel(v.key)
@@ -296,7 +306,7 @@ class Actions:
 
     def _relay_loop(self) -> None:
         while not self._stopping.is_set():
-            deadlines = []
+            deadlines = self._release_due()
             faults: list[Violation] = []
             for rid, ctl in self.relays.items():
                 try:
@@ -321,6 +331,17 @@ class Actions:
             wait = 1.0 if not deadlines else min(1.0, max(0.0, min(deadlines) - time.monotonic()))
             self._wake.wait(wait)
             self._wake.clear()
+
+    def _release_due(self) -> list[float]:
+        """Release the moments' relays whose time is up; the deadlines still to come."""
+        now = time.monotonic()
+        with self._timed_lock:
+            due = [t for t in self._timed_releases if t[0] <= now]
+            self._timed_releases = [t for t in self._timed_releases if t[0] > now]
+            later = [t[0] for t in self._timed_releases]
+        for _, rid, key in due:
+            self.relays[rid].release(key)
+        return later
 
     def _report(self, fault: Violation) -> None:
         if self.report is None:
