@@ -76,6 +76,8 @@ def requantize(model_bytes: bytes) -> bytes:
         elif codes[op.opcodeIndex] == B.CUSTOM:
             custom_inputs.update(i for i in op.inputs if i >= 0)
     boundary = set(graph.inputs) | set(graph.outputs)
+    # first, so that a bias below is computed on its input's final scale
+    _same_scale_into_concat(graph, codes, B)
 
     old_weight_scale: dict[int, float] = {}
     new_weight_scale: dict[int, np.ndarray] = {}
@@ -120,7 +122,6 @@ def requantize(model_bytes: bytes) -> bytes:
         tensor.quantization.zeroPoint = [0] * len(scales)
         tensor.quantization.quantizedDimension = 0
 
-    _same_scale_into_concat(graph, codes, B)
     quantize_code = _opcode(model, codes, fb, B.QUANTIZE)
     # uint8 graph inputs: consumers read an int8 twin written by a QUANTIZE op at the front
     for index in graph.inputs:
