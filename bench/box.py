@@ -68,7 +68,7 @@ def proc_cpu_s(pid: int) -> float:
 
 
 def proc_status_mb(pid: int, key: str) -> float:
-    """VmHWM (peak) or VmRSS (now) of a process, in MB."""
+    """A /proc/PID/status figure in MB: VmHWM (peak), VmRSS (now), RssAnon, RssFile, RssShmem."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
@@ -161,9 +161,12 @@ def main() -> None:
         rss_after_warmup = proc_status_mb(agent.pid, "VmRSS")
         cpu0, wall0 = proc_cpu_s(agent.pid), time.monotonic()
         samples = []
+        split: dict[str, list[float]] = {"anon": [], "file": [], "shmem": []}  # what RSS is made of
         while time.monotonic() - wall0 < args.seconds:
             time.sleep(1.0)
             samples.append(proc_status_mb(agent.pid, "VmRSS"))
+            for part in split:
+                split[part].append(proc_status_mb(agent.pid, f"Rss{part.capitalize()}"))
         cpu1, wall1 = proc_cpu_s(agent.pid), time.monotonic()
         peak = proc_status_mb(agent.pid, "VmHWM")
     finally:
@@ -190,6 +193,9 @@ def main() -> None:
         "rss_after_warmup_mb": round(rss_after_warmup, 1),
         "rss_median_mb": round(sorted(samples)[len(samples) // 2], 1) if samples else None,
         "rss_target_mb": 250,
+        # Anonymous memory is the agent's own; file-backed pages (library code, model files) and the
+        # packet rings' shared memory are the rest. Medians of the 1-s samples.
+        "rss_median_split_mb": {k: round(sorted(v)[len(v) // 2], 1) for k, v in split.items() if v},
         "allocator": {k: v for k, v in env.items() if k.startswith("MALLOC_")},
         "violations_logged": events,
         "video_prep_s": round(prep_s, 1),
