@@ -172,9 +172,14 @@ class DecodePlan:
         if not self._gaps or self._last_key is None or self._next_due is None:
             return True
         typical = statistics.median_low(self._gaps)
-        # Due within about a frame of the next keyframe: that keyframe serves (a frame late at most).
+        # Due shortly before the next keyframe: that keyframe serves, a little late. "Shortly" is about
+        # a frame, or the few per cent a live encoder stretches its GOP by (KEYFRAME_SLACK: a 2-s GOP
+        # that lasts 2.08 s put the frame due at +2 s two frames before the next keyframe, and each
+        # GOP was decoded whole to reach it), but never half an analysis interval, so a faster
+        # analysis rate keeps every frame of its grid.
         frame_s = typical / max(self.gop_frames or 1, 1)
-        return self._next_due < self._last_key + typical - max(self.tol_s, 1.5 * frame_s)
+        stretch = min((KEYFRAME_SLACK - 1.0) * typical, self.interval_s / 2)
+        return self._next_due < self._last_key + typical - max(self.tol_s, 1.5 * frame_s, stretch)
 
 
 def decode_cost(interval_s: float, gop_s: float, fps: float, keyframe_max_s: float | None = None) -> float:
