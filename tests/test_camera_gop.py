@@ -91,14 +91,19 @@ def test_a_gop_stretched_by_a_frame_now_and_then_still_decodes_only_to_the_due_f
     assert len(taken) >= 115
 
 
+def _steady_gops(plan: DecodePlan, gop_frames: int, gop_s: float, gops: int) -> tuple[list[float], float]:
+    """Feed `gops` GOPs of `gop_frames` frames lasting `gop_s` each: (times taken, share decoded)."""
+    dt = gop_s / gop_frames
+    taken = [i * dt for i in range(gop_frames * gops)
+             if plan.feed(i * dt, i % gop_frames == 0) and plan.take(i * dt, i % gop_frames == 0)]
+    return taken, plan.decoded / (plan.decoded + plan.skipped)
+
+
 def test_an_encoder_clock_that_drifts_against_the_grid_still_decodes_only_to_the_due_frame() -> None:
     """30-frame GOPs that last 2.028 s (a loaded live server stamping frames as it pushes them): the
     keyframes drift against the 1-s grid until the due frame sits just before a keyframe, which
     (before) made every GOP decoded whole. Keyframes taken late re-anchor the grid."""
-    plan = DecodePlan(1.0)
-    dt = 2.028 / 30
-    taken = [i * dt for i in range(30 * 60) if plan.feed(i * dt, i % 30 == 0) and plan.take(i * dt, i % 30 == 0)]
-    share = plan.decoded / (plan.decoded + plan.skipped)
+    taken, share = _steady_gops(DecodePlan(1.0), gop_frames=30, gop_s=2.028, gops=60)
     assert 0.45 < share < 0.6, share
     gaps = [b - a for a, b in itertools.pairwise(taken[4:])]
     assert min(gaps) > 0.9 and max(gaps) < 1.1
@@ -108,17 +113,13 @@ def test_a_gop_stretched_by_two_frames_is_not_decoded_whole() -> None:
     """50-frame GOPs that last 2.08 s (the CI box's loaded RTSP server): the frame due at keyframe + 2 s
     lies two frames before the next keyframe. Reaching it meant decoding every GOP whole (96-98 % of
     the stream in CI); the next keyframe serves it, 0.08 s late."""
-    plan = DecodePlan(1.0)
-    dt = 2.08 / 50
-    taken = [i * dt for i in range(50 * 40) if plan.feed(i * dt, i % 50 == 0) and plan.take(i * dt, i % 50 == 0)]
-    share = plan.decoded / (plan.decoded + plan.skipped)
+    taken, share = _steady_gops(DecodePlan(1.0), gop_frames=50, gop_s=2.08, gops=40)
     assert 0.45 < share < 0.6, share
     gaps = [b - a for a, b in itertools.pairwise(taken[4:])]
     assert min(gaps) > 0.9 and max(gaps) < 1.15, (min(gaps), max(gaps))
     # At 5 fps only the slot due in the GOP's last 0.1 s is left to the next keyframe: 10 frames a GOP
     # of 2.08 s instead of 10.4, none more than 0.1 s late.
-    fast = DecodePlan(0.2)
-    taken = [i * dt for i in range(50 * 40) if fast.feed(i * dt, i % 50 == 0) and fast.take(i * dt, i % 50 == 0)]
+    taken, _ = _steady_gops(DecodePlan(0.2), gop_frames=50, gop_s=2.08, gops=40)
     gaps = [b - a for a, b in itertools.pairwise(taken[10:])]
     assert max(gaps) < 0.3 and len(taken) >= 0.93 * 40 * 2.08 / 0.2, (max(gaps), len(taken))
 
