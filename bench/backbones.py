@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from detectors.backbone import interpreter_class  # noqa: E402
+from detectors.backbone import open_interpreter  # noqa: E402
 from detectors.models import __file__ as _models_init  # noqa: E402
 
 MODELS = Path(_models_init).parent
@@ -42,12 +42,10 @@ class Pass:
     """One interpreter and a fixed random input: `run()` is one invoke."""
 
     def __init__(self, path: Path) -> None:
-        self.interp: Any = interpreter_class()(model_path=str(path), num_threads=1)
-        self.interp.allocate_tensors()
+        self.interp: Any = open_interpreter(path.name, 1, path=path)  # allocated and run once
         inp = self.interp.get_input_details()[0]
         self.index = inp["index"]
         self.x = np.random.default_rng(0).integers(0, 256, inp["shape"]).astype(inp["dtype"])
-        self.run()
 
     def run(self) -> None:
         self.interp.set_tensor(self.index, self.x)

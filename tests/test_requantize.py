@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from detectors.backbone import interpreter_class
+from detectors.backbone import open_interpreter
 from detectors.models import __file__ as _models_init
 from detectors.training.requantize import requantize
 
@@ -27,9 +27,7 @@ needs_published = pytest.mark.skipif(not (PUBLISHED / V1[0]).is_file(), reason="
 
 
 def _interp(content: bytes) -> object:
-    interp = interpreter_class()(model_content=content, num_threads=1)
-    interp.allocate_tensors()
-    return interp
+    return open_interpreter("model under test", content=content)
 
 
 def _run(interp: object, x: np.ndarray) -> list[np.ndarray]:
