@@ -35,10 +35,16 @@ class Reading:
 
 @dataclass(frozen=True)
 class Frame:
-    """One decoded video frame; `image` is a BGR ndarray (kept untyped to avoid importing numpy)."""
+    """One decoded video frame (arrays kept untyped to avoid importing numpy).
+
+    `image` is the BGR picture analysis reads. A camera's latest frame, kept for evidence
+    snapshots, holds the picture as I420 planes in `yuv` instead (half the memory) and no `image`:
+    drivers/camera/picture.py makes BGR from either.
+    """
 
     camera_id: str
     time: datetime
     image: Any = field(repr=False)
     keyframe: bool = False
     small: Any = field(default=None, repr=False, compare=False)  # grey, analysis-sized (drivers/camera/luma.py)
+    yuv: Any = field(default=None, repr=False, compare=False)  # I420 planes, (h * 3/2, w) uint8

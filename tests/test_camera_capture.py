@@ -335,6 +335,51 @@ def test_the_small_grey_from_the_luma_plane_matches_the_one_from_the_bgr_picture
     assert small_luma(av.VideoFrame.from_ndarray(bgr, format="bgr24"), 320) is None  # not planar YUV: none
 
 
+def test_i420_planes_give_the_picture_pyav_gives_and_odd_formats_are_left_to_pyav() -> None:
+    """The latest frame is kept as I420 planes and made BGR by OpenCV: the same picture as PyAV's
+    bgr24 conversion, for video-range and full-range (JPEG) streams alike."""
+    from drivers.camera.picture import i420_planes, i420_to_bgr
+
+    rng = np.random.default_rng(5)
+    bgr = cv2.GaussianBlur(rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8), (0, 0), 5)
+    cv2.rectangle(bgr, (100, 100), (500, 400), (20, 40, 230), -1)
+    cv2.rectangle(bgr, (700, 200), (1200, 600), (250, 250, 250), -1)
+    cv2.rectangle(bgr, (50, 500), (400, 700), (5, 5, 5), -1)
+    for fmt in ("yuv420p", "yuvj420p"):
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format=fmt)
+        planes = i420_planes(frame)
+        assert planes is not None and planes.shape == (1080, 1280) and planes.dtype == np.uint8
+        ours = i420_to_bgr(planes)
+        diff = np.abs(ours.astype(int) - frame.to_ndarray(format="bgr24").astype(int))
+        assert diff.mean() < 1.5 and diff.max() <= 4, (fmt, diff.mean(), diff.max())
+        assert np.abs(ours.astype(int) - bgr.astype(int)).mean() < 4  # and the picture that was encoded
+    assert i420_planes(av.VideoFrame.from_ndarray(bgr, format="bgr24").reformat(format="yuv444p")) is None
+    assert i420_planes(av.VideoFrame.from_ndarray(bgr[:719, :1279], format="bgr24").reformat(format="yuv420p")) is None
+
+
+def test_the_latest_frame_keeps_its_picture_as_i420_at_half_the_memory(clock_server: RtspServer) -> None:
+    """Between analyses a camera holds its latest picture for snapshots as I420 planes, not BGR."""
+    from drivers.camera.picture import frame_bgr
+
+    sink = Sink()
+    cap = CameraCapture(CaptureSettings("cam1", clock_server.url, analysis_fps=2.0), sink.frame)
+    cap.start()
+    try:
+        assert sink.wait_frames(2, 15), f"frames did not flow: {cap.health()}"
+        with sink.cond:
+            latest = cap.latest_frame()
+            handed = sink.frames[-1]
+    finally:
+        cap.stop()
+    assert latest is not None and latest.time == handed.time
+    assert latest.image is None and latest.yuv is not None
+    assert latest.yuv.nbytes * 2 == handed.image.nbytes  # 3 MB at 1080p, not 6
+    picture = frame_bgr(latest)
+    assert picture.shape == handed.image.shape and picture is not handed.image
+    assert np.array_equal(picture, handed.image)  # the analysis picture was made from the same planes
+    assert abs(read_barcode(picture) - latest.time.timestamp()) <= 0.5
+
+
 def test_snapshot_carries_the_watermark(clock_server: RtspServer, tmp_path: Path) -> None:
     from io import BytesIO
 

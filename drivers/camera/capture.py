@@ -1,8 +1,9 @@
 """One RTSP camera: a capture thread that demuxes, records and decodes only what analysis needs.
 
 Why PyAV rather than OpenCV or an ffmpeg subprocess: PyAV hands us the encoded packets (for the
-ring buffer and remuxed clips), lets us keep packets away from the decoder and set the
-decoder's `skip_frame` (keyframe-only decoding), and converts just the frames we keep to BGR.
+ring buffer and remuxed clips), lets us keep packets away from the decoder (keyframe-only
+decoding, with a decoder per run of packets: drivers/camera/decoder.py), and hands us the
+decoded planes of just the frames we keep.
 OpenCV decodes every frame and hides the packets; an ffmpeg subprocess would need a second
 process per camera and a pipe protocol for packets and frames.
 
@@ -19,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,7 +28,9 @@ from urllib.parse import urlsplit, urlunsplit
 import av
 
 from drivers.camera.clock import StreamClock
+from drivers.camera.decoder import RunDecoder
 from drivers.camera.luma import small_luma
+from drivers.camera.picture import i420_planes, i420_to_bgr
 from drivers.camera.plan import DecodePlan
 from drivers.camera.ring import PacketRing, RingPacket, StreamInfo, hold
 from drivers.types import Frame
@@ -135,8 +138,9 @@ class CameraCapture:
         self._last_packet: float | None = None
         self._arrivals: deque[float] = deque()
         self._latest: Frame | None = None
-        # While the next frame is converted, the last one's picture is let go (one 1080p BGR
-        # frame alive, not two: 6 MB of peak RSS per camera); a snapshot asked for meanwhile waits.
+        # The latest frame keeps its picture as I420 planes (3 MB at 1080p, not 6 as BGR). While
+        # the next frame is converted, the last one's picture is let go (one alive, not two); a
+        # snapshot asked for meanwhile waits.
         self._latest_cond = threading.Condition()
         self._replacing = False
         self._frames_out = 0
@@ -169,7 +173,9 @@ class CameraCapture:
         return self._watchdog is None or self._stop.is_set() or self._watchdog.is_alive()
 
     def latest_frame(self, wait_s: float = 2.0) -> Frame | None:
-        """The last frame handed to analysis (for snapshots); waits for one being converted."""
+        """The last frame handed to analysis (for snapshots); waits for one being converted.
+
+        Its picture is usually in `yuv` with no `image`: drivers.camera.picture.frame_bgr makes BGR."""
         with self._latest_cond:
             if self._latest is None and self._replacing:
                 self._latest_cond.wait_for(lambda: not self._replacing, wait_s)
@@ -273,8 +279,7 @@ class CameraCapture:
             if not container.streams.video:
                 raise RuntimeError("no video stream in the source")
             stream = container.streams.video[0]
-            ctx = stream.codec_context
-            ctx.thread_count = 1  # frames out at once, least memory; one frame a second needs no threads
+            stream.codec_context.thread_count = 1  # frames out at once, least memory (when it is the decoder)
             if stream.time_base is None:
                 raise RuntimeError("stream has no time base")
             tb = float(stream.time_base)  # every packet is timed: a float product, not a Fraction one
@@ -283,7 +288,7 @@ class CameraCapture:
             self._plan.reset()
             clock = StreamClock()
             info: StreamInfo | None = None
-            skip = ""
+            decoder = RunDecoder(stream)
             errors = 0
             first = True
             for packet in container.demux(stream):
@@ -305,41 +310,51 @@ class CameraCapture:
                 if not s.decode:
                     self._plan.note(stream_s, key)  # the keyframe interval, for health and doctor
                     continue
-                want = "NONKEY" if self._plan.keyframes_only else "DEFAULT"
-                if want != skip:
-                    ctx.skip_frame = want
-                    skip = want
-                if not self._plan.feed(stream_s, key):
+                fed = self._plan.feed(stream_s, key)
+                if not fed and not decoder.running:
                     continue
                 try:
-                    frames = ctx.decode(packet)
+                    if fed:
+                        # Until the GOP is known, and while keyframes serve, only keyframes are fed.
+                        alone = self._plan.keyframes_only or self._plan.gop_s is None
+                        frames = decoder.decode(packet, key, alone)
+                    else:
+                        frames = decoder.end()  # the plan has what it needs from this GOP
                     errors = 0
                 except av.FFmpegError as exc:
                     errors += 1
                     if errors >= MAX_DECODE_ERRORS:
                         raise RuntimeError(f"{errors} undecodable packets in a row: {exc}") from exc
                     continue
-                for frame in frames:
-                    fts = frame.pts * tb if frame.pts is not None else stream_s
-                    if self._plan.take(fts, bool(frame.key_frame)):
-                        with self._latest_cond:
-                            self._replacing, self._latest = True, None
-                        try:
-                            small = small_luma(frame, s.small_width)
-                            image = frame.to_ndarray(format="bgr24")
-                        except BaseException:
-                            self._set_latest(None)  # no picture until the next frame; waiters are released
-                            raise
-                        self._hand_on(Frame(
-                            camera_id=s.camera_id,
-                            time=datetime.fromtimestamp(min(clock.at(fts), arrival), timezone.utc),
-                            image=image,
-                            keyframe=bool(frame.key_frame),
-                            small=small,
-                        ))
-                        # Not held here until the next conversion: with this name still bound, the
-                        # last picture (6 MB at 1080p) would live on beside the next one.
-                        del image, small
+                while frames:
+                    # The decoded frame is let go inside _picture, before the consumer starts on it: it
+                    # holds a buffer of the decoder's pool, and a closed run's whole decoder (~5 MB at
+                    # 1080p) lives until its last frame goes.
+                    picture = self._picture(frames.pop(0), tb, stream_s, clock, arrival)
+                    if picture is not None:
+                        self._hand_on(*picture)
+                    # Not held here until the next conversion: with this name still bound, the last
+                    # picture (3 MB of planes and 6 MB of BGR at 1080p) would live on beside the next one.
+                    del picture
+
+    def _picture(self, frame: Any, tb: float, stream_s: float, clock: StreamClock,
+                 arrival: float) -> tuple[Frame, Any] | None:
+        """The analysis Frame and the I420 planes kept for snapshots, if the decode plan takes this frame."""
+        fts = frame.pts * tb if frame.pts is not None else stream_s
+        key = bool(frame.key_frame)
+        if not self._plan.take(fts, key):
+            return None
+        with self._latest_cond:
+            self._replacing, self._latest = True, None
+        try:
+            small = small_luma(frame, self.settings.small_width)
+            yuv = i420_planes(frame)
+            image = i420_to_bgr(yuv) if yuv is not None else frame.to_ndarray(format="bgr24")
+        except BaseException:
+            self._set_latest(None)  # no picture until the next frame; waiters are released
+            raise
+        taken = datetime.fromtimestamp(min(clock.at(fts), arrival), timezone.utc)
+        return Frame(camera_id=self.settings.camera_id, time=taken, image=image, keyframe=key, small=small), yuv
 
     def _on_packet(self, arrival: float, first: bool) -> None:
         now = time.monotonic()
@@ -364,8 +379,10 @@ class CameraCapture:
             self._replacing = False
             self._latest_cond.notify_all()
 
-    def _hand_on(self, frame: Frame) -> None:
-        self._set_latest(frame)
+    def _hand_on(self, frame: Frame, yuv: Any = None) -> None:
+        """Keep the frame as the latest (as its I420 planes when there are some: the BGR picture
+        then lives only while the consumer reads it) and give it to the consumer."""
+        self._set_latest(frame if yuv is None else replace(frame, image=None, yuv=yuv))
         with self._lock:
             self._frames_out += 1
         if self.on_frame is None:

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from drivers.camera import CameraCapture, CaptureSettings, ClipError, ClipInfo, StreamEvent, redact
 from drivers.camera.osd import Outline, watermark_jpeg, watermark_jpegs
+from drivers.camera.picture import frame_bgr
 from drivers.types import Frame
 from edge_agent.config.cameras import CameraConfig
 from edge_agent.config.detectors import DetectorsConfig
@@ -209,15 +210,16 @@ class CamerasComponent:
         is the frame's capture time, not the time of the call.
         """
         taken, image = self._frame_for(camera_id, at)
-        return self._stamp(camera_id, image, taken, violation_text)
+        return watermark_jpeg(image, self._lines(camera_id, taken, violation_text), owned=True)
 
     def marked_snapshots(self, camera_id: str, violation_text: str, outlines: Sequence[Outline],
                          label: str = "") -> tuple[bytes, bytes]:
         """(clean, marked) JPEGs of one frame: the marked copy outlines what was seen."""
         taken, image = self._frame_for(camera_id, None)
-        return watermark_jpegs(image, self._lines(camera_id, taken, violation_text), outlines, label)
+        return watermark_jpegs(image, self._lines(camera_id, taken, violation_text), outlines, label, owned=True)
 
     def _frame_for(self, camera_id: str, at: datetime | None) -> tuple[datetime, Any]:
+        """(capture time, a BGR picture of its own: stamped and drawn on in place, no copy)."""
         cam = self._get(camera_id)
         ring = cam.main.ring if cam.main is not None else None
         if ring is not None and (at is not None or not cam.plan.main_decoded):
@@ -234,10 +236,7 @@ class CamerasComponent:
             latest = cam.sub.latest_frame()
         if latest is None:
             raise CameraUnavailable(f"camera {camera_id} has no picture yet")
-        return latest.time, latest.image
-
-    def _stamp(self, camera_id: str, image: Any, taken: datetime, violation_text: str) -> bytes:
-        return watermark_jpeg(image, self._lines(camera_id, taken, violation_text))
+        return latest.time, frame_bgr(latest)
 
     def _lines(self, camera_id: str, taken: datetime, violation_text: str) -> list[str]:
         cam = self._get(camera_id)
