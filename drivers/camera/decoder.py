@@ -30,7 +30,7 @@ class RunDecoder:
         self._kept: Any = None if self.extradata else ctx
         self._skip = ""
         self._run: Any = None
-        self.runs = 0  # decoders opened (health and tests)
+        self.runs = 0  # decoders opened
 
     @property
     def per_run(self) -> bool:
@@ -78,8 +78,14 @@ class RunDecoder:
         return list(run.decode(None))
 
     def _open(self) -> Any:
-        ctx: Any = av.CodecContext.create(self.codec, "r")
-        ctx.extradata = self.extradata
-        ctx.thread_count = 1  # frames out at once, least memory; one frame a second needs no threads
         self.runs += 1
-        return ctx
+        return open_decoder(self.codec, self.extradata)
+
+
+def open_decoder(codec: str, extradata: bytes) -> Any:
+    """A fresh single-threaded video decoder (frames out at once, least memory) for `codec`."""
+    ctx: Any = av.CodecContext.create(codec, "r")  # a video decoder: has decode()
+    if extradata:
+        ctx.extradata = extradata
+    ctx.thread_count = 1
+    return ctx

@@ -28,5 +28,9 @@ def small_luma(frame: Any, width: int) -> np.ndarray | None:
     plane = frame.planes[0]
     y = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size)[:h, :w]  # a view, no copy
     small = cv2.resize(y, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
-    full = fmt.startswith("yuvj") or getattr(frame, "color_range", 0) == FULL_RANGE
-    return small if full else cv2.LUT(small, _EXPAND)
+    return small if full_range(frame) else cv2.LUT(small, _EXPAND)
+
+
+def full_range(frame: Any) -> bool:
+    """Whether an av.VideoFrame's YUV is full range (JPEG, 0..255) rather than video range (16..235)."""
+    return bool(frame.format.name.startswith("yuvj") or getattr(frame, "color_range", 0) == FULL_RANGE)

@@ -18,9 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from drivers.camera.luma import full_range
+
 # 4:2:0 planar formats: three planes, chroma at half size both ways.
 I420_FORMATS = {"yuv420p", "yuvj420p"}
-FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 # Full range (0..255) to video range: luma 16..235, chroma 16..240 around 128.
 _LUMA_TO_VIDEO = np.round(16 + np.arange(256) * 219.0 / 255.0).astype(np.uint8)
 _CHROMA_TO_VIDEO = np.round(128 + (np.arange(256) - 128) * 224.0 / 255.0).astype(np.uint8)
@@ -34,7 +35,7 @@ def i420_planes(frame: Any) -> np.ndarray | None:
     if fmt not in I420_FORMATS or h % 2 or w % 2:
         return None
     planes = frame.to_ndarray()  # PyAV copies the three planes without their line padding
-    if fmt == "yuvj420p" or getattr(frame, "color_range", 0) == FULL_RANGE:
+    if full_range(frame):
         cv2.LUT(planes[:h], _LUMA_TO_VIDEO, dst=planes[:h])
         cv2.LUT(planes[h:], _CHROMA_TO_VIDEO, dst=planes[h:])
     return planes
@@ -43,11 +44,6 @@ def i420_planes(frame: Any) -> np.ndarray | None:
 def i420_to_bgr(planes: np.ndarray) -> np.ndarray:
     """A new BGR picture from I420 planes (the caller owns it and may draw on it)."""
     return cv2.cvtColor(planes, cv2.COLOR_YUV2BGR_I420)
-
-
-def picture_size(planes: np.ndarray) -> tuple[int, int]:
-    """(width, height) of the picture the planes hold."""
-    return planes.shape[1], planes.shape[0] * 2 // 3
 
 
 def frame_bgr(frame: Any) -> np.ndarray:

@@ -24,6 +24,8 @@ from typing import Any
 
 import av
 
+from drivers.camera.decoder import open_decoder
+
 BIG_PACKET = 64 * 1024  # from this size a packet gets a mapping of its own
 REMUX_FORMATS = {"h264": "h264", "hevc": "hevc"}  # raw elementary-stream demuxers, to copy parameters from
 OUT_TIME_BASE = Fraction(1, 90000)
@@ -240,10 +242,7 @@ class PacketRing:
         if not chosen:
             return None
         info = chosen[0][0]
-        ctx: Any = av.CodecContext.create(info.codec, "r")  # a video decoder: has decode()
-        if info.extradata:
-            ctx.extradata = info.extradata
-        ctx.thread_count = 1
+        ctx = open_decoder(info.codec, info.extradata)
         best: tuple[float, Any] | None = None
         for _, p in chosen:
             packet = _packet(p.data)
