@@ -73,6 +73,24 @@ def test_cards_name_backbone_and_head_hashes_and_report_heldout_per_family() -> 
     assert soil["training"]["synthetic_fraction"] > 0 and "net" in soil["training"]["synthetic_what"]
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_shipped_head_learnt_from_every_image_and_its_heldout_figures_are_the_split_heads(name: str) -> None:
+    """The daemon's head was trained on all the photos; the figures it shows as held-out belong to the
+    same recipe trained without the held-out list, shipped beside it so anyone can re-measure them."""
+    card = yaml.safe_load(default_model_path(name).read_text())
+    split_card_path = MODELS_DIR / card["heldout"]["head"].replace(".npz", ".yaml")
+    split = yaml.safe_load(split_card_path.read_text())
+    heldout = (MODELS_DIR / f"{name}.heldout.csv").read_text().splitlines()[1:]
+    assert card["heldout"]["n"] == split["heldout"]["n"] == len(heldout)
+    assert card["training"]["real_images"] == split["training"]["real_images"] + len(heldout)
+    assert card["sha256"] != split["sha256"] == sha256_file(MODELS_DIR / split["file"])
+    assert {k: split["heldout"][k] for k in ("precision", "recall", "f1", "confusion", "per_family")} == {
+        k: card["heldout"][k] for k in ("precision", "recall", "f1", "confusion", "per_family")}
+    assert "--model" in card["heldout"]["reproduce"] and split_card_path.name in card["heldout"]["reproduce"]
+    assert "measurement only" in split["role"] and "role" not in card
+    load_classifier(split_card_path)  # a card the runtime loads, as eval-detector --model does
+
+
 def test_one_backbone_per_pool_shared_by_both_heads() -> None:
     """Smoke reads MobileNet V1 and V2 side by side, soil V1 alone: V1 is loaded once, for both."""
     pool = ModelPool()

@@ -159,12 +159,13 @@ def test_head_fit_save_load_round_trip(tmp_path: Path) -> None:
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets is not present")
 @pytest.mark.parametrize(("detector", "model"), [("black_smoke", "smoke_cls"), ("bare_soil", "soil_cls")])
 def test_eval_detector_reproduces_the_cards_heldout_figures(capsys, detector: str, model: str) -> None:
-    args = ["eval-detector", detector, str(SHARED), "--labels", str(MODELS_DIR / f"{model}.heldout.csv"), "--json"]
+    card = yaml.safe_load((MODELS_DIR / f"{model}.yaml").read_text())["heldout"]
+    args = ["eval-detector", detector, str(SHARED), "--labels", str(MODELS_DIR / f"{model}.heldout.csv"), "--json",
+            "--model", str(MODELS_DIR / card["head"].replace(".npz", ".yaml"))]
     assert main(args) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert any(line.startswith("positive ") and " F1 " in line for line in out)
     figures = yaml.safe_load(out[-1])
-    card = yaml.safe_load((MODELS_DIR / f"{model}.yaml").read_text())["heldout"]
     assert figures["n"] == card["n"]
     assert figures["confusion"] == card["confusion"]
     assert abs(figures["f1"] - card["f1"]) <= 0.005
