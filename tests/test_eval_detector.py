@@ -46,6 +46,20 @@ def test_eval_errors_are_reported(tmp_path: Path, capsys) -> None:
     assert "not found" in capsys.readouterr().err
 
 
+def test_scoring_a_shipped_head_on_its_own_heldout_list_says_it_has_seen_those_photos(tmp_path: Path, capsys) -> None:
+    folder = _folder(tmp_path)
+    listed = tmp_path / "soil_cls.heldout.csv"  # the card's list by name (here: synthetic photos)
+    listed.write_text((folder / "labels.csv").read_text())
+    assert main(["eval-detector", "bare_soil", str(folder), "--labels", str(listed)]) == 0
+    out = capsys.readouterr().out
+    assert "was trained on these photos too" in out and "soil_cls.split.yaml" in out
+    split = MODELS_DIR / "soil_cls.split.yaml"
+    assert main(["eval-detector", "bare_soil", str(folder), "--labels", str(listed), "--model", str(split)]) == 0
+    assert "trained on these photos" not in capsys.readouterr().out  # the split head never saw them
+    assert main(["eval-detector", "bare_soil", str(folder)]) == 0  # any other folder: no note
+    assert "trained on these photos" not in capsys.readouterr().out
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets is not present")
 @pytest.mark.parametrize(("detector", "model"), [("black_smoke", "smoke_cls"), ("bare_soil", "soil_cls")])
 def test_heldout_figures_match_the_card(capsys, detector: str, model: str) -> None:

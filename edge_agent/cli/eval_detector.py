@@ -16,6 +16,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from detectors.card import ModelCard
 
 NAME = "eval-detector"
 HELP = "measure a detector's classifier on a folder of labelled images (labels.csv: file,label)"
@@ -53,6 +57,17 @@ def _classifier(name: str, model: Path | None, threads: int) -> object:
     if model is not None and "model" not in fields:
         raise ValueError(f"detector '{name}' takes no --model")
     return spec.classifier(spec.params(type=name, **overrides), pool)
+
+
+def _trained_on_heldout(card: ModelCard, path: Path, lists: list[Path]) -> str | None:
+    """A shipped head learnt from its own held-out list after it was measured (train_heads, step 8):
+    figures on that list are then not held-out ones, and the split head is what to pass instead."""
+    split_head = (card.raw.get("heldout") or {}).get("head")
+    if not split_head or split_head == card.file or f"{card.name}.heldout.csv" not in {p.name for p in lists}:
+        return None
+    split_card = Path(path).parent / str(split_head).replace(".npz", ".yaml")
+    return (f"note  {card.file} was trained on these photos too, after its card's held-out figures were measured "
+            f"on {split_head}: for held-out figures, add --model {split_card}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"model {card.name} v{card.version} ({card.dtype}) from {classifier.path}")
     source = ", ".join(str(d) for d in args.dirs) + (f" (labels {args.labels})" if args.labels else "")
     print(f"data  {source}" + (f" (subset {args.subset})" if args.subset else ""))
+    note = _trained_on_heldout(card, classifier.path, [p for p in (args.labels, args.subset) if p is not None])
+    if note:
+        print(note)
     print(result.report())
     if args.json:
         print(json.dumps({"model": card.name, "version": card.version, **result.metrics(),
